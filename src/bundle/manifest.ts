@@ -1,0 +1,51 @@
+/**
+ * The bundle manifest: the signed list of everything a .airgap file holds.
+ * Its JSON Schema is spec/bundle-manifest.schema.json; the format is described
+ * in spec/airgap-format.md.
+ */
+export const MANIFEST_PAYLOAD_TYPE = 'application/vnd.airgap.bundle.manifest.v1+json';
+export const FORMAT_VERSION = '1.0';
+
+/** Member paths of the control files at the end of the archive. */
+export const MANIFEST_MEMBER = 'airgap/manifest.json';
+export const SIGNATURE_MEMBER = 'airgap/manifest.dsse.json';
+
+export interface BundleMember {
+  /** Path inside the tar, e.g. `blobs/sha256/<hex>`, `index.json`, `oci-layout`. */
+  path: string;
+  /** sha256 of the member's (decompressed) bytes. */
+  digest: string;
+  size: number;
+  mediaType: string;
+  /** Offset of the member's first data byte in the decompressed stream (the tar). */
+  offset: number;
+}
+
+export interface BundleImage {
+  /** The reference as the config named it, fully qualified (`docker.io/library/alpine:3.20`). */
+  source: string;
+  /** The `org.opencontainers.image.ref.name` under which index.json lists it. */
+  refName: string;
+  /** Digest, media type and size of the top manifest or index. */
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** `os/arch[/variant]` of every platform carried (one entry for a single-platform image). */
+  platforms: string[];
+  /** Tags the image was known by at the source. */
+  tags: string[];
+  /** Where it came from: `registry` or `oci-layout`. */
+  origin: 'registry' | 'oci-layout';
+}
+
+export interface BundleManifest {
+  schemaVersion: 1;
+  kind: 'AirgapBundleManifest';
+  formatVersion: string;
+  /** RFC 3339 time of creation. */
+  created: string;
+  tool: { name: string; version: string };
+  /** Every member of the archive except the manifest and its signature. */
+  members: BundleMember[];
+  images: BundleImage[];
+}

@@ -1,0 +1,76 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { DigestMismatchError } from './errors.js';
+
+export const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
+
+export function sha256Hex(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function sha256Digest(data: Buffer | string): string {
+  return `sha256:${sha256Hex(data)}`;
+}
+
+export function isSha256Digest(s: string): boolean {
+  return SHA256_RE.test(s);
+}
+
+/** The hex part of a sha256 digest; throws on anything else. */
+export function digestHex(digest: string): string {
+  if (!SHA256_RE.test(digest)) throw new Error(`not a sha256 digest: ${digest}`);
+  return digest.slice(7);
+}
+
+/**
+ * A pass-through stream that hashes every byte and, at the end, fails with a
+ * DigestMismatchError (before signalling end) if the digest or size is wrong.
+ * Consumers that only commit on a clean end therefore never commit bad bytes.
+ */
+export class VerifyingStream extends Transform {
+  private readonly hash: Hash = createHash('sha256');
+  private seen = 0;
+
+  constructor(
+    readonly expectedDigest: string,
+    readonly expectedSize: number | undefined,
+    readonly what: string,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.expectedSize !== undefined && this.seen > this.expectedSize) {
+      cb(new DigestMismatchError(this.expectedDigest, `more than ${this.expectedSize} bytes`, this.what));
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    const actual = `sha256:${this.hash.digest('hex')}`;
+    if (this.expectedSize !== undefined && this.seen !== this.expectedSize) {
+      cb(new DigestMismatchError(this.expectedDigest, `${actual} (${this.seen} of ${this.expectedSize} bytes)`, this.what));
+      return;
+    }
+    if (actual !== this.expectedDigest) {
+      cb(new DigestMismatchError(this.expectedDigest, actual, this.what));
+      return;
+    }
+    cb();
+  }
+
+  get bytes(): number {
+    return this.seen;
+  }
+}
+
+/** Throws DigestMismatchError unless `data` hashes to `digest` (and has `size`, when given). */
+export function verifyBuffer(data: Buffer, digest: string, size: number | undefined, what: string): void {
+  const actual = sha256Digest(data);
+  if (actual !== digest || (size !== undefined && size !== data.length)) {
+    throw new DigestMismatchError(digest, actual, what);
+  }
+}
