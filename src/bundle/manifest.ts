@@ -36,6 +36,12 @@ export interface BundleImage {
   tags: string[];
   /** Where it came from: `registry` or `oci-layout`. */
   origin: 'registry' | 'oci-layout';
+  /**
+   * Set when `platforms` picked some platforms out of an index: the source
+   * index's digest. `digest` then names the one platform manifest kept, or an
+   * index written by the tool that lists exactly the platforms kept.
+   */
+  filteredFrom?: string;
 }
 
 export interface BundleManifest {

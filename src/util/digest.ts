@@ -35,12 +35,14 @@ export class VerifyingStream extends Transform {
     readonly expectedDigest: string,
     readonly expectedSize: number | undefined,
     readonly what: string,
+    private readonly onBytes?: (n: number) => void,
   ) {
-    super();
+    super({ highWaterMark: 1 << 20 });
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;
+    this.onBytes?.(chunk.length);
     if (this.expectedSize !== undefined && this.seen > this.expectedSize) {
       cb(new DigestMismatchError(this.expectedDigest, `more than ${this.expectedSize} bytes`, this.what));
       return;
@@ -65,6 +67,17 @@ export class VerifyingStream extends Transform {
   get bytes(): number {
     return this.seen;
   }
+}
+
+/**
+ * `source` piped through a VerifyingStream; an error of the source is passed on
+ * so the consumer sees it as the stream failing.
+ */
+export function verified(source: NodeJS.ReadableStream, digest: string, size: number | undefined, what: string, onBytes?: (n: number) => void): VerifyingStream {
+  const v = new VerifyingStream(digest, size, what, onBytes);
+  source.on('error', (err: Error) => v.destroy(err));
+  source.pipe(v);
+  return v;
 }
 
 /** Throws DigestMismatchError unless `data` hashes to `digest` (and has `size`, when given). */

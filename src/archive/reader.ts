@@ -1,0 +1,622 @@
+/**
+ * Reads a .airgap file (spec/airgap-format.md). Opening reads only the seek
+ * table and the last five frames; members are streamed on demand by seeking
+ * through the seek table, and scanMembers() reads the whole file once.
+ */
+import { open as openFile, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { MANIFEST_MEMBER, SIGNATURE_MEMBER, type BundleManifest, type BundleMember } from '../bundle/manifest.js';
+import type { Descriptor } from '../oci/types.js';
+import type { DsseEnvelope } from '../sign/dsse-types.js';
+import type { ContentStore, ManifestBytes } from '../store/store.js';
+import { verifyBuffer } from '../util/digest.js';
+import { BundleError, errorMessage, UsageError } from '../util/errors.js';
+import { decodeHeaderBlock, decodePax, isZeroBlock, padding, TAR_BLOCK } from './tar.js';
+import { ANNOTATION_REF_NAME, blobPath } from './writer.js';
+import { decodeFrame, decodeSeekTable, parseSeekTableFooter, SEEK_TABLE_FOOTER_SIZE } from './zstd-frames.js';
+
+/** Frames are read in batches of about this many compressed bytes. */
+const READ_BATCH = 8 * 1024 * 1024;
+/** Batches read ahead of the consumer. */
+const READ_AHEAD = 2;
+/** A frame whose compressed size exceeds this is refused (format 1.0 frames are far smaller). */
+const MAX_FRAME_COMPRESSED = 256 * 1024 * 1024;
+/** Manifests read into memory by fetchManifest/readMember may not exceed this. */
+const MAX_IN_MEMORY_MEMBER = 64 * 1024 * 1024;
+/** Number of trailing frames that hold the control members: manifest (2), signature (2), tar end (1). */
+export const CONTROL_FRAMES = 5;
+
+export interface FrameInfo {
+  /** Offset of the frame in the file. */
+  compressedOffset: number;
+  compressedSize: number;
+  /** Offset of the frame's content in the decompressed stream (the tar). */
+  decompressedOffset: number;
+  decompressedSize: number;
+}
+
+export interface ScannedMember {
+  path: string;
+  size: number;
+  /** Decompressed offset of the member's first data byte. */
+  offset: number;
+  /** Tar entry type as tar-stream names it (`file` for every member this tool writes). */
+  type: string;
+  /** The member's bytes; consume (or destroy) it before asking for the next member. */
+  data: Readable;
+}
+
+/** A corrupt archive discovered while reading past open(). */
+export class ArchiveCorruptError extends BundleError {}
+
+export class ArchiveReader implements ContentStore {
+  readonly description: string;
+  readonly frames: readonly FrameInfo[];
+  /** The manifest as parsed from the archive: NOT trusted until verified. */
+  readonly manifest: BundleManifest;
+  /** Exact bytes of airgap/manifest.json. */
+  readonly manifestBytes: Buffer;
+  readonly envelope: DsseEnvelope;
+  /** Exact bytes of airgap/manifest.dsse.json. */
+  readonly envelopeBytes: Buffer;
+  private readonly byPath: Map<string, BundleMember>;
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    readonly fileSize: number,
+    frames: FrameInfo[],
+    control: { manifest: BundleManifest; manifestBytes: Buffer; envelope: DsseEnvelope; envelopeBytes: Buffer },
+  ) {
+    this.description = path;
+    this.frames = frames;
+    this.manifest = control.manifest;
+    this.manifestBytes = control.manifestBytes;
+    this.envelope = control.envelope;
+    this.envelopeBytes = control.envelopeBytes;
+    this.byPath = new Map(this.manifest.members.map((m) => [m.path, m]));
+  }
+
+  /** Open a bundle, reading only its seek table and control members. Any non-bundle input is a UsageError. */
+  static async open(file: string): Promise<ArchiveReader> {
+    const notBundle = (why: string): UsageError => new UsageError(`${file} is not an .airgap bundle: ${why}`);
+    let fh: FileHandle;
+    try {
+      fh = await openFile(file, 'r');
+    } catch (err) {
+      throw new UsageError(`cannot open ${file}: ${errorMessage(err)}`);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw notBundle('not a regular file');
+      const size = st.size;
+      if (size === 0) throw notBundle('the file is empty');
+      if (size < 8 + SEEK_TABLE_FOOTER_SIZE) throw notBundle(`only ${size} bytes, too short to hold a zstd seek table (truncated?)`);
+      const footer = await readAt(fh, size - SEEK_TABLE_FOOTER_SIZE, SEEK_TABLE_FOOTER_SIZE);
+      let table: ReturnType<typeof parseSeekTableFooter>;
+      try {
+        table = parseSeekTableFooter(footer);
+      } catch {
+        throw notBundle('no zstd seek table at its end (truncated?)');
+      }
+      if (table.tableSize > size) throw notBundle('its seek table claims more frames than the file can hold (truncated?)');
+      let entries;
+      try {
+        entries = decodeSeekTable(await readAt(fh, size - table.tableSize, table.tableSize));
+      } catch (err) {
+        throw notBundle(`corrupt zstd seek table (${errorMessage(err)})`);
+      }
+      const frames: FrameInfo[] = new Array<FrameInfo>(entries.length);
+      let c = 0;
+      let d = 0;
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!;
+        if (e.compressedSize > MAX_FRAME_COMPRESSED) throw notBundle(`frame ${i} is implausibly large (${e.compressedSize} bytes)`);
+        frames[i] = { compressedOffset: c, compressedSize: e.compressedSize, decompressedOffset: d, decompressedSize: e.decompressedSize };
+        c += e.compressedSize;
+        d += e.decompressedSize;
+      }
+      if (c !== size - table.tableSize) {
+        throw notBundle(`its seek table covers ${c} bytes of frames but the file holds ${size - table.tableSize} (truncated or modified?)`);
+      }
+      if (frames.length < 2 * 2 + CONTROL_FRAMES) throw notBundle(`only ${frames.length} frames, too few for a bundle`);
+      const control = await readControl(fh, frames, notBundle);
+      return new ArchiveReader(file, fh, size, frames, control);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      if (err instanceof UsageError) throw err;
+      throw notBundle(errorMessage(err));
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+
+  /** The manifest entry for a member path (untrusted), if listed. */
+  member(path: string): BundleMember | undefined {
+    return this.byPath.get(path);
+  }
+
+  /**
+   * Stream a member's raw bytes, located by the manifest's offset and size
+   * (or, for the control members, by their fixed frames). Unverified.
+   */
+  openMember(path: string): Readable {
+    const loc = this.locate(path);
+    return this.openRange(loc.offset, loc.size);
+  }
+
+  /** Read a whole member into memory (bounded); unverified. */
+  async readMember(path: string): Promise<Buffer> {
+    const loc = this.locate(path);
+    if (loc.size > MAX_IN_MEMORY_MEMBER) throw new BundleError(`${path} is ${loc.size} bytes, too large to read into memory`);
+    const chunks: Buffer[] = [];
+    for await (const c of this.openRange(loc.offset, loc.size)) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  /** Stream `size` decompressed bytes starting at decompressed `offset`. */
+  openRange(offset: number, size: number): Readable {
+    const total = this.frames.length ? this.frames[this.frames.length - 1]!.decompressedOffset + this.frames[this.frames.length - 1]!.decompressedSize : 0;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || offset < 0 || size < 0 || offset + size > total) {
+      throw new BundleError(`range ${offset}+${size} lies outside the archive ${this.path} (${total} bytes of tar)`);
+    }
+    // objectMode: chunks (Buffers) are passed on as they are, never concatenated.
+    return Readable.from(this.rangePieces(offset, size), { objectMode: true, highWaterMark: 8 });
+  }
+
+  private async *rangePieces(offset: number, size: number): AsyncGenerator<Buffer> {
+    if (size === 0) return;
+    const first = this.frameAt(offset);
+    let skip = offset - this.frames[first]!.decompressedOffset;
+    let left = size;
+    for await (const parts of this.decodedFrom(first, this.frameAt(offset + size - 1) + 1)) {
+      for (const part of parts) {
+        if (skip >= part.length) {
+          skip -= part.length;
+          continue;
+        }
+        const piece = part.subarray(skip, Math.min(part.length, skip + left));
+        skip = 0;
+        left -= piece.length;
+        yield piece;
+        if (left === 0) return;
+      }
+    }
+    throw new ArchiveCorruptError(`${this.path} ends before the requested range`);
+  }
+
+  /**
+   * One sequential pass over the whole tar: every physical member in order,
+   * with its data. Throws ArchiveCorruptError on a bad frame, a bad tar
+   * header, a tar without its end, or data after the end.
+   */
+  async *scanMembers(): AsyncGenerator<ScannedMember> {
+    const src = new ByteSource(this.decodedFrom(0));
+    let pendingName: string | undefined;
+    let pendingSize: number | undefined;
+    for (;;) {
+      const block = await src.readExact(TAR_BLOCK);
+      if (!block) throw new ArchiveCorruptError(`${this.path}: the tar ends without its end-of-archive blocks (truncated?)`);
+      if (isZeroBlock(block)) {
+        const second = await src.readExact(TAR_BLOCK);
+        if (!second || !isZeroBlock(second)) throw new ArchiveCorruptError(`${this.path}: malformed tar end-of-archive`);
+        if (await src.readUpTo(1)) throw new ArchiveCorruptError(`${this.path}: data after the tar end-of-archive`);
+        return;
+      }
+      let header;
+      try {
+        header = decodeHeaderBlock(block);
+      } catch (err) {
+        throw new ArchiveCorruptError(`${this.path}: bad tar header at offset ${src.position - TAR_BLOCK}: ${errorMessage(err)}`);
+      }
+      if (!header) throw new ArchiveCorruptError(`${this.path}: bad tar header at offset ${src.position - TAR_BLOCK}`);
+      if (header.type === 'pax-header' || header.type === 'pax-global-header' || header.type === 'gnu-long-path') {
+        if (header.size > 1024 * 1024) throw new ArchiveCorruptError(`${this.path}: oversized tar extended header`);
+        const data = await src.readExact(header.size);
+        if (header.size && !data) throw new ArchiveCorruptError(`${this.path}: truncated tar extended header`);
+        await src.skip(padding(header.size));
+        if (header.type === 'pax-header' && data) {
+          const pax = decodePax(data);
+          if (pax.path !== undefined) pendingName = pax.path;
+          if (pax.size !== undefined) pendingSize = Number(pax.size);
+        } else if (header.type === 'gnu-long-path' && data) {
+          pendingName = data.toString('utf8').replace(/\0+$/, '');
+        }
+        continue;
+      }
+      const name = pendingName ?? header.name;
+      const size = pendingSize ?? header.size;
+      pendingName = pendingSize = undefined;
+      const offset = src.position;
+      const data = new MemberStream(src, size);
+      yield { path: name, size, offset, type: header.type ?? 'unknown', data };
+      try {
+        await data.settle();
+      } catch (err) {
+        throw src.failure ?? err;
+      }
+      if (src.failure) throw src.failure;
+      await src.skip(padding(size));
+    }
+  }
+
+  // ---- ContentStore ----
+
+  async resolve(repo: string, reference: string): Promise<Descriptor> {
+    const images = this.manifest.images;
+    const bare = (s: string): string => s.replace(/@.*$/, '').replace(/:[^/:]*$/, '');
+    const img =
+      images.find((i) => i.refName === reference || i.source === reference) ??
+      images.find((i) => i.source === `${repo}:${reference}` || i.source === `${repo}@${reference}`) ??
+      images.find((i) => i.digest === reference && (!repo || bare(i.source) === repo)) ??
+      images.find((i) => i.digest === reference) ??
+      images.find((i) => bare(i.source) === repo && i.tags.includes(reference));
+    if (!img) throw new BundleError(`${this.path} holds no image ${repo ? `${repo} ` : ''}${reference}`);
+    return { mediaType: img.mediaType, digest: img.digest, size: img.size, annotations: { [ANNOTATION_REF_NAME]: img.refName } };
+  }
+
+  async fetchManifest(_repo: string, desc: Descriptor): Promise<ManifestBytes> {
+    const path = blobPath(desc.digest);
+    const m = this.byPath.get(path);
+    if (!m) throw new BundleError(`${this.path} does not hold manifest ${desc.digest}`);
+    const bytes = await this.readMember(path);
+    verifyBuffer(bytes, desc.digest, desc.size, `manifest ${desc.digest} in ${this.path}`);
+    return { bytes, mediaType: desc.mediaType || m.mediaType, digest: desc.digest };
+  }
+
+  async hasBlob(_repo: string, desc: Descriptor): Promise<boolean> {
+    return this.byPath.has(blobPath(desc.digest));
+  }
+
+  async openBlob(_repo: string, desc: Descriptor): Promise<Readable> {
+    const path = blobPath(desc.digest);
+    if (!this.byPath.has(path)) throw new BundleError(`${this.path} does not hold blob ${desc.digest}`);
+    return this.openMember(path);
+  }
+
+  // ---- internals ----
+
+  private locate(path: string): { offset: number; size: number } {
+    const n = this.frames.length;
+    if (path === MANIFEST_MEMBER) return { offset: this.frames[n - 4]!.decompressedOffset, size: this.manifestBytes.length };
+    if (path === SIGNATURE_MEMBER) return { offset: this.frames[n - 2]!.decompressedOffset, size: this.envelopeBytes.length };
+    const m = this.byPath.get(path);
+    if (!m) throw new BundleError(`${this.path} has no member ${path}`);
+    return { offset: m.offset, size: m.size };
+  }
+
+  /** Index of the frame holding decompressed offset `offset` (binary search). */
+  private frameAt(offset: number): number {
+    let lo = 0;
+    let hi = this.frames.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.frames[mid]!.decompressedOffset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    // Skip empty frames so the returned one really holds `offset`.
+    while (lo < this.frames.length - 1 && this.frames[lo]!.decompressedOffset + this.frames[lo]!.decompressedSize <= offset) lo++;
+    return lo;
+  }
+
+  /**
+   * Decoded content of frames `from` .. `to`-1 in order, as zero-copy pieces, one
+   * array per read batch. Reads batches of whole frames, one batch ahead, so
+   * disk reads (in libuv's pool) overlap with the consumer's work.
+   */
+  private async *decodedFrom(from: number, to: number = this.frames.length): AsyncGenerator<Buffer[]> {
+    const frames = this.frames;
+    const batchEnd = (start: number): number => {
+      let end = start;
+      let bytes = 0;
+      while (end < to && (end === start || bytes + frames[end]!.compressedSize <= READ_BATCH)) {
+        bytes += frames[end]!.compressedSize;
+        end++;
+      }
+      return end;
+    };
+    const readBatch = (start: number, end: number): Promise<Buffer> => {
+      const off = frames[start]!.compressedOffset;
+      const len = frames[end - 1]!.compressedOffset + frames[end - 1]!.compressedSize - off;
+      const p = readAt(this.fh, off, len);
+      p.catch(() => undefined); // awaited later; never an unhandled rejection
+      return p;
+    };
+    // Up to READ_AHEAD batches in flight while the consumer works on the current one.
+    const inflight: { start: number; end: number; data: Promise<Buffer> }[] = [];
+    let nextStart = from;
+    const refill = (): void => {
+      while (inflight.length < READ_AHEAD && nextStart < to) {
+        const end = batchEnd(nextStart);
+        inflight.push({ start: nextStart, end, data: readBatch(nextStart, end) });
+        nextStart = end;
+      }
+    };
+    refill();
+    while (inflight.length > 0) {
+      const batch = inflight.shift()!;
+      const buf = await batch.data;
+      refill();
+      const curStart = batch.start;
+      const curEnd = batch.end;
+      const base = frames[curStart]!.compressedOffset;
+      const out: Buffer[] = [];
+      for (let i = curStart; i < curEnd; i++) {
+        const f = frames[i]!;
+        const frame = buf.subarray(f.compressedOffset - base, f.compressedOffset - base + f.compressedSize);
+        try {
+          for (const part of decodeFrame(frame, f.decompressedSize)) out.push(part);
+        } catch (err) {
+          // Hand out what decoded cleanly first, then fail.
+          if (out.length) yield out;
+          throw new ArchiveCorruptError(`${this.path}: frame ${i} at byte ${f.compressedOffset} is corrupt: ${errorMessage(err)}`);
+        }
+      }
+      yield out;
+    }
+  }
+}
+
+/** Pull-based reader over batches of decoded pieces. */
+class ByteSource {
+  private parts: Buffer[] = [];
+  private idx = 0;
+  private done = false;
+  /** Decompressed bytes consumed so far. */
+  position = 0;
+  failure: Error | undefined;
+
+  constructor(private readonly it: AsyncIterator<Buffer[]>) {}
+
+  /** Make a piece available; false at the end of the source. */
+  async fill(): Promise<boolean> {
+    while (this.idx >= this.parts.length) {
+      if (this.failure) throw this.failure;
+      if (this.done) return false;
+      let r: IteratorResult<Buffer[]>;
+      try {
+        r = await this.it.next();
+      } catch (err) {
+        this.failure = err as Error;
+        throw err;
+      }
+      if (r.done) {
+        this.done = true;
+        return false;
+      }
+      this.parts = r.value;
+      this.idx = 0;
+    }
+    return true;
+  }
+
+  /** Up to `n` bytes from what is already decoded (zero-copy), or null when a fill() is needed. */
+  takeSync(n: number): Buffer | null {
+    while (this.idx < this.parts.length && this.parts[this.idx]!.length === 0) this.idx++;
+    if (this.idx >= this.parts.length) return null;
+    const cur = this.parts[this.idx]!;
+    let out: Buffer;
+    if (n >= cur.length) {
+      out = cur;
+      this.idx++;
+    } else {
+      out = cur.subarray(0, n);
+      this.parts[this.idx] = cur.subarray(n);
+    }
+    this.position += out.length;
+    return out;
+  }
+
+  /** Up to `n` bytes, or null at the end. */
+  async readUpTo(n: number): Promise<Buffer | null> {
+    const b = this.takeSync(n);
+    if (b) return b;
+    if (!(await this.fill())) return null;
+    return this.takeSync(n);
+  }
+
+  /** Exactly `n` bytes; null when the source is at its end; throws when it ends part way. */
+  async readExact(n: number): Promise<Buffer | null> {
+    const first = await this.readUpTo(n);
+    if (!first || first.length === n) return first;
+    const parts = [first];
+    let got = first.length;
+    while (got < n) {
+      const p = await this.readUpTo(n - got);
+      if (!p) throw new ArchiveCorruptError('the tar ends in the middle of a block (truncated?)');
+      parts.push(p);
+      got += p.length;
+    }
+    return Buffer.concat(parts, n);
+  }
+
+  async skip(n: number): Promise<void> {
+    while (n > 0) {
+      const p = await this.readUpTo(n);
+      if (!p) throw new ArchiveCorruptError('the tar ends in the middle of a member (truncated?)');
+      n -= p.length;
+    }
+  }
+}
+
+/**
+ * A member's data during scanMembers(), pulled from the shared ByteSource.
+ * objectMode so that chunks (Buffers, zero-copy views) are never concatenated.
+ */
+class MemberStream extends Readable {
+  private remaining: number;
+  private filling: Promise<void> | undefined;
+
+  constructor(
+    private readonly src: ByteSource,
+    size: number,
+  ) {
+    super({ objectMode: true, highWaterMark: 16 });
+    this.remaining = size;
+  }
+
+  override _read(): void {
+    if (this.filling) return;
+    while (this.remaining > 0) {
+      const piece = this.src.takeSync(this.remaining);
+      if (!piece) {
+        this.filling = this.src.fill().then(
+          (more) => {
+            this.filling = undefined;
+            if (!more) this.destroy(new ArchiveCorruptError('the tar ends in the middle of a member (truncated?)'));
+            else if (!this.destroyed) this._read();
+          },
+          (err: Error) => {
+            this.filling = undefined;
+            this.destroy(err);
+          },
+        );
+        return;
+      }
+      this.remaining -= piece.length;
+      const more = this.push(piece);
+      if (this.remaining === 0) break;
+      if (!more) return;
+    }
+    this.push(null);
+  }
+
+  /** Wait for any fill in flight, then skip whatever the consumer left unread. */
+  async settle(): Promise<void> {
+    if (this.filling) await this.filling;
+    if (this.remaining > 0) {
+      const left = this.remaining;
+      this.remaining = 0;
+      if (!this.destroyed) this.destroy();
+      await this.src.skip(left);
+    }
+  }
+}
+
+async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) throw new Error(`unexpected end of file at byte ${position + got}`);
+    got += bytesRead;
+  }
+  return buf;
+}
+
+interface Control {
+  manifest: BundleManifest;
+  manifestBytes: Buffer;
+  envelope: DsseEnvelope;
+  envelopeBytes: Buffer;
+}
+
+/** Read and check the last five frames: manifest header + data, signature header + data, tar end. */
+async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why: string) => UsageError): Promise<Control> {
+  const n = frames.length;
+  const first = frames[n - CONTROL_FRAMES]!;
+  const last = frames[n - 1]!;
+  const buf = await readAt(fh, first.compressedOffset, last.compressedOffset + last.compressedSize - first.compressedOffset);
+  const decoded: Buffer[] = [];
+  for (let i = n - CONTROL_FRAMES; i < n; i++) {
+    const f = frames[i]!;
+    const frame = buf.subarray(f.compressedOffset - first.compressedOffset, f.compressedOffset - first.compressedOffset + f.compressedSize);
+    try {
+      const parts = decodeFrame(frame, f.decompressedSize);
+      decoded.push(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    } catch (err) {
+      throw notBundle(`frame ${i} is corrupt (${errorMessage(err)})`);
+    }
+  }
+  const [mHead, mData, sHead, sData, eof] = decoded as [Buffer, Buffer, Buffer, Buffer, Buffer];
+  if (eof.length !== 2 * TAR_BLOCK || !isZeroBlock(eof.subarray(0, TAR_BLOCK)) || !isZeroBlock(eof.subarray(TAR_BLOCK))) {
+    throw notBundle('its last frame is not the tar end-of-archive');
+  }
+  const manifestBytes = controlMember(mHead, mData, MANIFEST_MEMBER, notBundle);
+  const envelopeBytes = controlMember(sHead, sData, SIGNATURE_MEMBER, notBundle);
+  let manifest: BundleManifest;
+  let envelope: DsseEnvelope;
+  try {
+    manifest = JSON.parse(manifestBytes.toString('utf8')) as BundleManifest;
+  } catch {
+    throw notBundle(`${MANIFEST_MEMBER} is not valid JSON`);
+  }
+  try {
+    envelope = JSON.parse(envelopeBytes.toString('utf8')) as DsseEnvelope;
+  } catch {
+    throw notBundle(`${SIGNATURE_MEMBER} is not valid JSON`);
+  }
+  checkManifestShape(manifest, notBundle);
+  if (
+    !envelope ||
+    typeof envelope !== 'object' ||
+    typeof envelope.payloadType !== 'string' ||
+    typeof envelope.payload !== 'string' ||
+    !Array.isArray(envelope.signatures)
+  ) {
+    throw notBundle(`${SIGNATURE_MEMBER} is not a DSSE envelope`);
+  }
+  return { manifest, manifestBytes, envelope, envelopeBytes };
+}
+
+/** A control member's bytes from its header frame and single data frame. */
+function controlMember(head: Buffer, data: Buffer, expected: string, notBundle: (why: string) => UsageError): Buffer {
+  let name: string | undefined;
+  let size: number | undefined;
+  try {
+    let pos = 0;
+    let paxName: string | undefined;
+    while (pos + TAR_BLOCK <= head.length) {
+      const h = decodeHeaderBlock(head.subarray(pos, pos + TAR_BLOCK));
+      pos += TAR_BLOCK;
+      if (!h) break;
+      if (h.type === 'pax-header') {
+        paxName = decodePax(head.subarray(pos, pos + h.size)).path;
+        pos += h.size + padding(h.size);
+        continue;
+      }
+      name = paxName ?? h.name;
+      size = h.size;
+      break;
+    }
+    if (pos !== head.length) name = undefined;
+  } catch {
+    name = undefined;
+  }
+  if (name !== expected || size === undefined) throw notBundle(`the frames where ${expected} belongs do not hold it`);
+  if (data.length !== size + padding(size)) throw notBundle(`${expected} does not fill its frame`);
+  return data.subarray(0, size);
+}
+
+function checkManifestShape(m: BundleManifest, notBundle: (why: string) => UsageError): void {
+  if (!m || typeof m !== 'object' || m.kind !== 'AirgapBundleManifest' || m.schemaVersion !== 1) {
+    throw notBundle(`${MANIFEST_MEMBER} is not an AirgapBundleManifest`);
+  }
+  if (typeof m.formatVersion !== 'string' || !/^1\.\d+$/.test(m.formatVersion)) {
+    throw notBundle(`format ${String(m.formatVersion)} is not supported (this tool reads format 1.x)`);
+  }
+  if (!Array.isArray(m.members) || !Array.isArray(m.images)) throw notBundle(`${MANIFEST_MEMBER} lacks members or images`);
+  for (const mem of m.members) {
+    if (
+      !mem ||
+      typeof mem.path !== 'string' ||
+      typeof mem.digest !== 'string' ||
+      !Number.isSafeInteger(mem.size) ||
+      !Number.isSafeInteger(mem.offset) ||
+      mem.size < 0 ||
+      mem.offset < 0
+    ) {
+      throw notBundle(`${MANIFEST_MEMBER} has a malformed member entry`);
+    }
+  }
+  for (const img of m.images) {
+    if (!img || typeof img.digest !== 'string' || typeof img.refName !== 'string' || typeof img.source !== 'string' || !Array.isArray(img.tags)) {
+      throw notBundle(`${MANIFEST_MEMBER} has a malformed image entry`);
+    }
+  }
+}

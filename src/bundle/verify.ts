@@ -1,0 +1,168 @@
+/**
+ * Verification of a .airgap file without unpacking it: the signature over the
+ * manifest, every member's size and digest in one sequential read, nothing
+ * unlisted, and every image's graph complete.
+ */
+import { createHash } from 'node:crypto';
+import type { ArchiveReader } from '../archive/reader.js';
+import { parseManifest } from '../oci/manifest.js';
+import { verifyEnvelope } from '../sign/dsse.js';
+import type { TrustedKey } from '../sign/keys.js';
+import { errorMessage } from '../util/errors.js';
+import { digestHex } from '../util/digest.js';
+import type { Progress } from '../util/progress.js';
+import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
+import { validateManifest } from './validate.js';
+
+export type ProblemKind = 'signature' | 'manifest' | 'missing' | 'corrupt' | 'unlisted' | 'incomplete' | 'archive';
+
+export interface VerifyProblem {
+  kind: ProblemKind;
+  message: string;
+  member?: string;
+  /** Images that depend on the member. */
+  images?: string[];
+}
+
+export interface SignatureStatus {
+  checked: boolean;
+  trusted: boolean;
+  /** keyids of trusted keys whose signature is valid. */
+  signedBy: string[];
+  /** keyids present in the envelope. */
+  keyids: string[];
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  signature: SignatureStatus;
+  images: number;
+  members: number;
+  bytes: number;
+  problems: VerifyProblem[];
+}
+
+/** The signature check shared by verify and push. */
+export function checkSignature(reader: ArchiveReader, trusted: TrustedKey[] | undefined): { status: SignatureStatus; problems: VerifyProblem[] } {
+  const keyids = reader.envelope.signatures.map((s) => s.keyid);
+  const status: SignatureStatus = { checked: !!trusted, trusted: false, signedBy: [], keyids };
+  const problems: VerifyProblem[] = [];
+  if (!trusted) return { status, problems };
+  if (reader.envelope.payloadType !== MANIFEST_PAYLOAD_TYPE) {
+    problems.push({ kind: 'signature', message: `signature envelope has payload type ${reader.envelope.payloadType}, expected ${MANIFEST_PAYLOAD_TYPE}` });
+    return { status, problems };
+  }
+  const result = verifyEnvelope(reader.envelope, trusted);
+  status.signedBy = result.trustedSigners.map((k) => k.keyid);
+  if (!result.payload.equals(reader.manifestBytes)) {
+    problems.push({ kind: 'signature', member: MANIFEST_MEMBER, message: `${MANIFEST_MEMBER} is not the manifest that was signed (edited after signing)` });
+  } else if (status.signedBy.length === 0) {
+    const why =
+      keyids.length === 0
+        ? 'the bundle is not signed'
+        : result.invalid.length > 0
+          ? `the signature by key ${result.invalid.join(', ')} does not match the manifest (tampered)`
+          : `signed by key ${keyids.join(', ')}, which is not among the trusted keys`;
+    problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: why });
+  } else {
+    status.trusted = true;
+  }
+  return { status, problems };
+}
+
+export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] | undefined, progress?: Progress): Promise<VerifyReport> {
+  const { status, problems } = checkSignature(reader, trusted);
+  let manifest: BundleManifest;
+  try {
+    manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+  } catch (err) {
+    problems.push({ kind: 'manifest', member: MANIFEST_MEMBER, message: errorMessage(err) });
+    return { ok: false, signature: status, images: 0, members: 0, bytes: 0, problems };
+  }
+  const listed = new Map(manifest.members.map((m) => [m.path, m]));
+  const good = new Set<string>();
+  const seen = new Set<string>();
+  const totalBytes = manifest.members.reduce((n, m) => n + m.size, 0);
+  progress?.phase('checking every member', manifest.members.length, totalBytes);
+
+  try {
+    for await (const member of reader.scanMembers()) {
+      if (member.path === MANIFEST_MEMBER || member.path === SIGNATURE_MEMBER) {
+        member.data.resume();
+        continue;
+      }
+      const entry = listed.get(member.path);
+      const hash = createHash('sha256');
+      let n = 0;
+      for await (const chunk of member.data) {
+        hash.update(chunk as Buffer);
+        n += (chunk as Buffer).length;
+        progress?.bytes((chunk as Buffer).length);
+      }
+      const digest = `sha256:${hash.digest('hex')}`;
+      if (!entry) {
+        problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is in the archive but not in the manifest` });
+        continue;
+      }
+      if (seen.has(member.path)) {
+        problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} appears more than once in the archive` });
+        continue;
+      }
+      seen.add(member.path);
+      progress?.item();
+      if (n !== entry.size || digest !== entry.digest) {
+        problems.push({
+          kind: 'corrupt',
+          member: member.path,
+          message: `${member.path}: expected ${entry.digest} (${entry.size} bytes), found ${digest} (${n} bytes)`,
+        });
+      } else if (member.offset !== entry.offset) {
+        problems.push({ kind: 'corrupt', member: member.path, message: `${member.path} is at offset ${member.offset}, the manifest says ${entry.offset}` });
+      } else {
+        good.add(member.path);
+      }
+    }
+  } catch (err) {
+    problems.push({ kind: 'archive', message: `the archive could not be read to its end: ${errorMessage(err)}` });
+  }
+  progress?.finishPhase(problems.length === 0);
+  for (const m of manifest.members) {
+    if (!seen.has(m.path)) problems.push({ kind: 'missing', member: m.path, message: `${m.path} is listed in the manifest but not in the archive` });
+  }
+
+  // Every image's graph: each manifest and blob it needs is a listed, intact member.
+  const dependents = new Map<string, Set<string>>();
+  const depend = (path: string, image: string) => {
+    let s = dependents.get(path);
+    if (!s) dependents.set(path, (s = new Set()));
+    s.add(image);
+  };
+  for (const image of manifest.images) {
+    const stack = [{ digest: image.digest, mediaType: image.mediaType, manifest: true }];
+    const visited = new Set<string>();
+    while (stack.length > 0) {
+      const node = stack.pop()!;
+      if (visited.has(node.digest)) continue;
+      visited.add(node.digest);
+      const path = `blobs/sha256/${digestHex(node.digest)}`;
+      depend(path, image.source);
+      if (!listed.has(path)) {
+        problems.push({ kind: 'incomplete', member: path, message: `${image.source} needs ${node.digest}, which the bundle does not carry` });
+        continue;
+      }
+      if (!node.manifest || !good.has(path)) continue;
+      try {
+        const bytes = await reader.readMember(path);
+        const parsed = parseManifest(bytes, node.mediaType, `${image.source} ${node.digest}`);
+        for (const c of parsed.manifests) stack.push({ digest: c.digest, mediaType: c.mediaType, manifest: true });
+        for (const b of parsed.blobs) stack.push({ digest: b.digest, mediaType: b.mediaType, manifest: false });
+      } catch (err) {
+        problems.push({ kind: 'incomplete', member: path, message: `${image.source}: ${errorMessage(err)}` });
+      }
+    }
+  }
+  for (const p of problems) {
+    if (p.member && dependents.has(p.member)) p.images = [...dependents.get(p.member)!].sort();
+  }
+  return { ok: problems.length === 0, signature: status, images: manifest.images.length, members: manifest.members.length, bytes: totalBytes, problems };
+}

@@ -1,0 +1,169 @@
+import { Command, CommanderError, Option } from 'commander';
+import { createCommand } from './commands/create.js';
+import { inspectCommand } from './commands/inspect.js';
+import { keygenCommand } from './commands/keygen.js';
+import { pushCommand } from './commands/push.js';
+import { verifyCommand } from './commands/verify.js';
+import { collect, parseBool, parsePositiveInt } from './commands/common.js';
+import { BundleError, errorMessage } from './util/errors.js';
+import { TOOL_VERSION } from './version.js';
+
+const EXIT_DOC = `
+Exit status: 0 success, 1 the work failed (verification failed, a registry refused),
+2 usage or input error (bad flags, bad config, not an .airgap file).`;
+
+function outputOptions(cmd: Command): Command {
+  return cmd
+    .option('-q, --quiet', 'print nothing but warnings and errors')
+    .option('--json', 'print one JSON document on stdout for machines (no progress)');
+}
+
+function buildProgram(setCode: (c: number) => void): Command {
+  const program = new Command();
+  program
+    .name('bundle')
+    .description('Carry container images across an air gap in one signed, seekable .airgap file.')
+    .version(TOOL_VERSION)
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText(
+      'after',
+      `
+Internet side:
+  $ bundle keygen --out site
+  $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
+Secure zone (carry july.airgap and site.pub across):
+  $ bundle inspect july.airgap
+  $ bundle verify july.airgap --key site.pub
+  $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
+${EXIT_DOC}`,
+    );
+
+  outputOptions(
+    program
+      .command('keygen')
+      .description('Make an Ed25519 key pair for signing bundles: PREFIX.key (mode 0600) and PREFIX.pub, PEM.')
+      .requiredOption('--out <prefix>', 'path prefix of the two key files')
+      .addHelpText('after', `\nExample:\n  $ bundle keygen --out site     # writes site.key and site.pub\n${EXIT_DOC}`),
+  ).action(async (opts) => setCode(await keygenCommand(opts)));
+
+  outputOptions(
+    program
+      .command('create')
+      .description('Pull everything a config names into one .airgap file (content-addressed, zstd, signed).')
+      .requiredOption('-c, --config <file>', 'bundle config, YAML or JSON (see spec/bundle-config.schema.json)')
+      .requiredOption('-o, --output <file>', 'the .airgap file to write (written under a temporary name, renamed when complete)')
+      .option('--sign-key <file>', 'Ed25519 private key (from bundle keygen) to sign the manifest with')
+      .option('-f, --force', 'replace the output file if it exists')
+      .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
+      .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
+      .addOption(new Option('--src-tls-verify [bool]', 'verify source registries\' TLS; false also allows plain HTTP').argParser(parseBool).default(true))
+      .option('--src-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for source registries')
+      .option('--ca-file <file>', 'an extra CA certificate to trust (repeatable)', collect)
+      .option('--authfile <file>', 'registry credentials (auth.json / Docker config / OpenShift pull secret)')
+      .option('--src-authfile <file>', 'credentials for the source registries (overrides --authfile)')
+      .addHelpText(
+        'after',
+        `
+Example config (bundle.yaml):
+  apiVersion: airgap.bundle/v1alpha1
+  kind: BundleConfig
+  images:
+    - quay.io/ns/app:1.2
+    - name: docker.io/library/alpine:3.20
+      platforms: [linux/amd64]
+  ociLayouts:
+    - path: ./some-oci-layout
+
+Example:
+  $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
+Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json
+or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
+${EXIT_DOC}`,
+      ),
+  ).action(async (opts) => setCode(await createCommand(opts)));
+
+  outputOptions(
+    program
+      .command('inspect')
+      .description('Show what a bundle holds (images, sizes, signer) from its manifest, instantly. Checks nothing: use verify.')
+      .argument('<file>', 'the .airgap file')
+      .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n${EXIT_DOC}`),
+  ).action(async (file, opts) => setCode(await inspectCommand(file, opts)));
+
+  outputOptions(
+    program
+      .command('verify')
+      .description('Prove a bundle is complete, untampered and signed by a trusted key, without unpacking it.')
+      .argument('<file>', 'the .airgap file')
+      .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
+      .addHelpText(
+        'after',
+        `
+Checks the signature, every member's size and sha256, that nothing unlisted is present,
+and that every image's graph is complete; reports every problem with the images it hurts.
+Without --key only integrity is checked, and it says so loudly.
+
+Example:
+  $ bundle verify july.airgap --key site.pub
+${EXIT_DOC}`,
+      ),
+  ).action(async (file, opts) => setCode(await verifyCommand(file, opts)));
+
+  outputOptions(
+    program
+      .command('push')
+      .description('Push every image of a bundle into a registry, straight from the file, and write mirror configuration.')
+      .argument('<file>', 'the .airgap file')
+      .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
+      .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
+      .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
+      .option('--dry-run', 'print the plan and push nothing')
+      .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
+      .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
+      .addOption(new Option('--dest-tls-verify [bool]', 'verify the destination\'s TLS; false also allows plain HTTP').argParser(parseBool).default(true))
+      .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the destination')
+      .option('--ca-file <file>', 'an extra CA certificate to trust (repeatable)', collect)
+      .option('--authfile <file>', 'registry credentials (auth.json / Docker config)')
+      .option('--dest-authfile <file>', 'credentials for the destination (overrides --authfile)')
+      .addHelpText(
+        'after',
+        `
+Blobs the registry already has are skipped, so running it again after an interruption
+finishes the job; every byte is checked against its digest before it is sent on.
+
+Example:
+  $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
+  $ oc apply -f airgap-push-out/idms.yaml
+${EXIT_DOC}`,
+      ),
+  ).action(async (file, opts) => setCode(await pushCommand(file, opts)));
+
+  return program;
+}
+
+/** Run the CLI; resolves to the exit code. Errors become one clear line, never a stack trace. */
+export async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  const program = buildProgram((c) => {
+    code = c;
+  });
+  program.exitOverride();
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  for (const sub of program.commands) sub.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    if (err instanceof BundleError) {
+      process.stderr.write(`error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
+      return err.exitCode;
+    }
+    process.stderr.write(`error: ${errorMessage(err)}\n`);
+    if (process.env.BUNDLE_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,143 @@
+import { stat } from 'node:fs/promises';
+import { resolve as resolvePath } from 'node:path';
+import { ArchiveWriter } from '../archive/writer.js';
+import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
+import { loadConfig } from '../config/config.js';
+import { CopyEngine, type CopyStats } from '../copy/engine.js';
+import { Limiter } from '../copy/limit.js';
+import { createRegistryStore } from '../store/registry-store.js';
+import type { RegistryOptions } from '../registry/options.js';
+import { createPublicKey } from 'node:crypto';
+import { keyId, loadPrivateKey } from '../sign/keys.js';
+import { signEnvelope } from '../sign/dsse.js';
+import { resolveImages, type SourceImage } from '../sources/images.js';
+import type { ContentStore } from '../store/store.js';
+import { UsageError } from '../util/errors.js';
+import { humanBytes } from '../util/progress.js';
+import { TOOL_NAME, TOOL_VERSION } from '../version.js';
+import { printJson, progressFor, type OutputOptions } from './common.js';
+
+export interface CreateOptions extends OutputOptions {
+  config: string;
+  output: string;
+  signKey?: string;
+  force?: boolean;
+  concurrency: number;
+  level: number;
+  srcTlsVerify: boolean;
+  srcCertDir?: string;
+  caFile?: string[];
+  authfile?: string;
+  srcAuthfile?: string;
+}
+
+export async function createCommand(opts: CreateOptions): Promise<number> {
+  const started = Date.now();
+  const progress = progressFor(opts);
+  const config = await loadConfig(opts.config);
+  for (const w of config.warnings) progress.warn(w);
+  const output = resolvePath(opts.output);
+  const existing = await stat(output).catch(() => undefined);
+  if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the .airgap file to write`);
+  if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
+  const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
+  if (!signer) progress.warn('no --sign-key: the bundle will be unsigned, and `bundle push` will refuse it without --insecure-skip-signature');
+
+  const registryOpts: RegistryOptions = {
+    tlsVerify: opts.srcTlsVerify,
+    certDir: opts.srcCertDir,
+    caFiles: opts.caFile,
+    authfile: opts.srcAuthfile ?? opts.authfile,
+    concurrency: opts.concurrency,
+    userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
+  };
+  const stores = new Map<string, ContentStore>();
+  const storeFor = (registry: string): ContentStore => {
+    let s = stores.get(registry);
+    if (!s) {
+      s = createRegistryStore(registry, registryOpts);
+      stores.set(registry, s);
+    }
+    return s;
+  };
+
+  progress.phase('resolving', config.images.length + config.ociLayouts.length);
+  let sources: SourceImage[];
+  try {
+    sources = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency);
+  } catch (err) {
+    progress.finishPhase(false);
+    throw err;
+  }
+  progress.finishPhase();
+
+  const writer = await ArchiveWriter.create(output, { level: opts.level });
+  const limiter = new Limiter(opts.concurrency);
+  const engines = new Map<ContentStore, CopyEngine>();
+  const images: BundleImage[] = [];
+  try {
+    progress.phase('copying images', sources.length);
+    await Promise.all(
+      sources.map(async (src) => {
+        let engine = engines.get(src.store);
+        if (!engine) {
+          engine = new CopyEngine(src.store, writer, { limiter, progress });
+          engines.set(src.store, engine);
+        }
+        const copied = await engine.copyImage(src.root);
+        images.push({
+          source: src.source,
+          refName: src.refName,
+          digest: copied.desc.digest,
+          mediaType: copied.desc.mediaType,
+          size: copied.desc.size,
+          platforms: copied.platforms,
+          tags: src.tags,
+          origin: src.origin,
+          ...(copied.filteredFrom ? { filteredFrom: copied.filteredFrom } : {}),
+        });
+        progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
+      }),
+    );
+    progress.finishPhase();
+    images.sort((a, b) => a.refName.localeCompare(b.refName));
+    for (const img of images) writer.addImage(img);
+    progress.phase('writing manifest');
+    const result = await writer.finish({
+      tool: { name: TOOL_NAME, version: TOOL_VERSION },
+      sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
+    });
+    progress.finishPhase();
+    const stats = sumStats([...engines.values()].map((e) => e.stats));
+    const blobBytes = result.manifest.members.reduce((n, m) => n + m.size, 0);
+    const summary = {
+      bundle: result.path,
+      size: result.size,
+      images: images.length,
+      members: result.manifest.members.length,
+      contentBytes: blobBytes,
+      signedBy: signer ? keyId(createPublicKey(signer)) : null,
+      seconds: (Date.now() - started) / 1000,
+      stats,
+    };
+    if (opts.json) printJson(summary);
+    else if (!opts.quiet) {
+      process.stdout.write(
+        `wrote ${result.path}: ${images.length} images, ${result.manifest.members.length} members, ` +
+          `${humanBytes(blobBytes)} of content in ${humanBytes(result.size)}, ` +
+          `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
+      );
+    }
+    return 0;
+  } catch (err) {
+    progress.finishPhase(false);
+    await writer.abort();
+    throw err;
+  }
+}
+
+function sumStats(all: CopyStats[]): CopyStats {
+  const total: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0 };
+  for (const s of all) for (const k of Object.keys(total) as (keyof CopyStats)[]) total[k] += s[k];
+  return total;
+}

@@ -1,0 +1,40 @@
+import { ArchiveReader } from '../archive/reader.js';
+import { humanBytes } from '../util/progress.js';
+import { printJson, type OutputOptions } from './common.js';
+
+/** What is inside, from the manifest alone: instant whatever the size. Nothing here is verified. */
+export async function inspectCommand(file: string, opts: OutputOptions): Promise<number> {
+  const reader = await ArchiveReader.open(file);
+  try {
+    const m = reader.manifest;
+    const contentBytes = m.members.reduce((n, x) => n + x.size, 0);
+    const signers = reader.envelope.signatures.map((s) => s.keyid);
+    if (opts.json) {
+      printJson({
+        file,
+        fileSize: reader.fileSize,
+        formatVersion: m.formatVersion,
+        created: m.created,
+        tool: m.tool,
+        signatures: signers,
+        verified: false,
+        members: m.members.length,
+        contentBytes,
+        images: m.images,
+      });
+      return 0;
+    }
+    const out = process.stdout;
+    out.write(`${file}\n`);
+    out.write(`  format ${m.formatVersion}, created ${m.created} by ${m.tool.name} ${m.tool.version}\n`);
+    out.write(`  ${m.members.length} members, ${humanBytes(contentBytes)} of content in ${humanBytes(reader.fileSize)} on disk\n`);
+    out.write(`  ${signers.length ? `signed by key ${signers.join(', ')}` : 'UNSIGNED'} (not checked here: run bundle verify --key)\n`);
+    out.write(`  ${m.images.length} images:\n`);
+    for (const img of m.images) {
+      out.write(`    ${img.source}\n      ${img.digest} ${img.mediaType.replace(/^application\//, '')}${img.platforms.length ? ` [${img.platforms.join(', ')}]` : ''}\n`);
+    }
+    return 0;
+  } finally {
+    await reader.close();
+  }
+}

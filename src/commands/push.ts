@@ -1,0 +1,152 @@
+import { resolve as resolvePath } from 'node:path';
+import { ArchiveReader } from '../archive/reader.js';
+import type { BundleImage } from '../bundle/manifest.js';
+import { validateManifest } from '../bundle/validate.js';
+import { checkSignature } from '../bundle/verify.js';
+import { CopyEngine } from '../copy/engine.js';
+import { parseReference, repositoryName } from '../oci/reference.js';
+import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';
+import { writeMirrorFiles, type MirrorMapping } from '../push/mirror-files.js';
+import { loadTrustedKeys } from '../sign/keys.js';
+import { createRegistryStore } from '../store/registry-store.js';
+import { BundleError, UsageError, errorMessage } from '../util/errors.js';
+import { humanBytes } from '../util/progress.js';
+import { TOOL_NAME, TOOL_VERSION } from '../version.js';
+import { printJson, progressFor, type OutputOptions } from './common.js';
+
+export interface PushOptions extends OutputOptions {
+  to: string;
+  key?: string[];
+  insecureSkipSignature?: boolean;
+  dryRun?: boolean;
+  outDir: string;
+  concurrency: number;
+  destTlsVerify: boolean;
+  destCertDir?: string;
+  caFile?: string[];
+  authfile?: string;
+  destAuthfile?: string;
+}
+
+export interface PushItem {
+  image: BundleImage;
+  repository: string;
+  tags: string[];
+  /** First destination reference, `host/repo:tag`. */
+  destination: string;
+}
+
+export function planPush(images: BundleImage[], target: PushTarget): PushItem[] {
+  return images.map((image) => {
+    const repository = destinationRepository(target, sourceRepository(image));
+    const tags = image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)];
+    return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}` };
+  });
+}
+
+/** `host/repo` of a registry image; the bare name of a layout image not named by a full reference. */
+function sourceRepository(image: BundleImage): string {
+  if (image.origin === 'registry' || image.source.includes('/')) return repositoryName(parseReference(image.source));
+  return image.source.split(/[:@]/)[0]!;
+}
+
+export async function pushCommand(file: string, opts: PushOptions): Promise<number> {
+  const started = Date.now();
+  const target = parseTarget(opts.to);
+  if (!opts.key?.length && !opts.insecureSkipSignature) {
+    throw new UsageError('push needs --key PUB (a trusted public key or a directory of them) to check who signed the bundle; --insecure-skip-signature pushes without that check');
+  }
+  const trusted = opts.key?.length ? await loadTrustedKeys(opts.key) : undefined;
+  const progress = progressFor(opts);
+  const reader = await ArchiveReader.open(file);
+  try {
+    const sig = checkSignature(reader, trusted);
+    if (sig.problems.length > 0) {
+      throw new BundleError(`refusing to push ${file}: ${sig.problems.map((p) => p.message).join('; ')}`, 1);
+    }
+    if (!trusted) progress.warn('--insecure-skip-signature: pushing without checking who made this bundle');
+    const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+    const plan = planPush(manifest.images, target);
+    const totalBytes = manifest.members.reduce((n, m) => n + m.size, 0);
+
+    if (opts.dryRun) {
+      if (opts.json) printJson({ dryRun: true, target: opts.to, images: plan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes });
+      else {
+        process.stdout.write(`would push ${plan.length} images (${humanBytes(totalBytes)} at most) to ${opts.to}:\n`);
+        for (const p of plan) process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')} (${p.image.digest})\n`);
+      }
+      return 0;
+    }
+
+    const dst = createRegistryStore(target.registry, {
+      tlsVerify: opts.destTlsVerify,
+      certDir: opts.destCertDir,
+      caFiles: opts.caFile,
+      authfile: opts.destAuthfile ?? opts.authfile,
+      concurrency: opts.concurrency,
+      userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
+    });
+    const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress });
+    progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
+    const failures: { source: string; error: string }[] = [];
+    const pushed: PushItem[] = [];
+    await Promise.all(
+      plan.map(async (item) => {
+        try {
+          await engine.copyImage({
+            srcRepo: '',
+            dstRepo: item.repository,
+            desc: { digest: item.image.digest, mediaType: item.image.mediaType, size: item.image.size },
+            tags: item.tags,
+            label: item.image.source,
+          });
+          pushed.push(item);
+          progress.info(`  ${item.image.source} -> ${item.destination}`);
+        } catch (err) {
+          failures.push({ source: item.image.source, error: errorMessage(err) });
+          progress.warn(`${item.image.source}: ${errorMessage(err)}`);
+        }
+      }),
+    );
+    progress.finishPhase(failures.length === 0);
+
+    const mappings: MirrorMapping[] = pushed
+      .filter((p) => p.image.origin === 'registry')
+      .map((p) => {
+        const src = parseReference(p.image.source);
+        return {
+          source: p.image.source,
+          sourceRepository: repositoryName(src),
+          destination: p.destination,
+          destinationRepository: `${target.registry}/${p.repository}`,
+          digest: p.image.digest,
+          tagged: !!src.tag && !src.digest,
+        };
+      });
+    const outDir = resolvePath(opts.outDir);
+    const files = pushed.length > 0 ? await writeMirrorFiles(outDir, mappings, { insecure: opts.destTlsVerify === false }) : [];
+    const summary = {
+      bundle: file,
+      target: opts.to,
+      pushed: pushed.length,
+      failed: failures,
+      stats: engine.stats,
+      outDir: files.length ? outDir : null,
+      files,
+      seconds: (Date.now() - started) / 1000,
+    };
+    if (opts.json) printJson(summary);
+    else if (!opts.quiet || failures.length) {
+      const s = engine.stats;
+      process.stdout.write(
+        `pushed ${pushed.length} of ${plan.length} images to ${opts.to}: ${s.blobsWritten} blobs uploaded (${humanBytes(s.bytesWritten)}), ` +
+          `${s.blobsSkipped} already there, ${s.blobsMounted} mounted, ${s.manifestsWritten} manifests, in ${summary.seconds.toFixed(1)} s\n`,
+      );
+      if (files.length) process.stdout.write(`mirror configuration in ${outDir}: ${files.map((f) => f.split('/').pop()).join(', ')}\n`);
+      for (const f of failures) process.stdout.write(`FAILED ${f.source}: ${f.error}\n`);
+    }
+    return failures.length ? 1 : 0;
+  } finally {
+    await reader.close();
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * The `images` and `ociLayouts` sources: turn what the config names into copy
+ * roots (a store to read from, a repository, a resolved top descriptor), all
+ * resolved before any blob is downloaded so that a typo fails in seconds.
+ */
+import { basename, resolve as resolvePath } from 'node:path';
+import type { CopyRoot } from '../copy/engine.js';
+import { mapLimit } from '../copy/limit.js';
+import { formatReference, parseReference, referenceSelector, repositoryName } from '../oci/reference.js';
+import { OciLayoutStore } from '../store/oci-layout-store.js';
+import type { ContentStore } from '../store/store.js';
+import { BundleError, errorMessage } from '../util/errors.js';
+
+export interface ImageSpec {
+  ref: string;
+  platforms?: string[];
+}
+
+export interface LayoutSpec {
+  path: string;
+  refs?: string[];
+}
+
+/** An image ready to copy: where it is read from, and what the bundle calls it. */
+export interface SourceImage {
+  store: ContentStore;
+  root: CopyRoot;
+  /** Fully qualified reference, as the bundle manifest records it. */
+  source: string;
+  /** The name index.json gives it. */
+  refName: string;
+  origin: 'registry' | 'oci-layout';
+  tags: string[];
+}
+
+export type RegistryStoreFactory = (registry: string) => ContentStore;
+
+/** Resolve every image of the config; all failures are reported together. */
+export async function resolveImages(
+  images: ImageSpec[],
+  layouts: LayoutSpec[],
+  registryStore: RegistryStoreFactory,
+  concurrency = 8,
+): Promise<SourceImage[]> {
+  const failures: string[] = [];
+  const fromRegistries = await mapLimit(images, concurrency, async (spec) => {
+    try {
+      return await resolveRegistryImage(spec, registryStore);
+    } catch (err) {
+      failures.push(`${spec.ref}: ${errorMessage(err)}`);
+      return undefined;
+    }
+  });
+  const fromLayouts: SourceImage[] = [];
+  for (const layout of layouts) {
+    try {
+      fromLayouts.push(...(await resolveLayoutImages(layout)));
+    } catch (err) {
+      failures.push(`${layout.path}: ${errorMessage(err)}`);
+    }
+  }
+  if (failures.length > 0) {
+    throw new BundleError(
+      failures.length === 1 ? `cannot resolve ${failures[0]}` : `cannot resolve ${failures.length} sources:\n  ${failures.join('\n  ')}`,
+    );
+  }
+  const all = [...fromRegistries.filter((x): x is SourceImage => !!x), ...fromLayouts];
+  const seen = new Map<string, SourceImage>();
+  for (const img of all) {
+    const prior = seen.get(img.refName);
+    if (prior && prior.root.desc.digest !== img.root.desc.digest) {
+      throw new BundleError(`two different images would both be called ${img.refName} in the bundle`);
+    }
+    seen.set(img.refName, img);
+  }
+  return [...seen.values()];
+}
+
+async function resolveRegistryImage(spec: ImageSpec, registryStore: RegistryStoreFactory): Promise<SourceImage> {
+  const ref = parseReference(spec.ref);
+  const store = registryStore(ref.registry);
+  const desc = await store.resolve(ref.repository, referenceSelector(ref));
+  const source = formatReference(ref);
+  const tags = ref.tag ? [ref.tag] : [];
+  return {
+    store,
+    source,
+    refName: source,
+    origin: 'registry',
+    tags,
+    root: { srcRepo: ref.repository, dstRepo: repositoryName(ref), desc, tags, platforms: spec.platforms, label: source },
+  };
+}
+
+async function resolveLayoutImages(spec: LayoutSpec): Promise<SourceImage[]> {
+  const dir = resolvePath(spec.path);
+  const store = await OciLayoutStore.open(dir);
+  const name = layoutRepositoryName(dir);
+  const wanted = spec.refs && spec.refs.length > 0 ? spec.refs : undefined;
+  const entries = wanted
+    ? await Promise.all(wanted.map(async (r) => ({ refName: r as string | undefined, desc: await store.resolve('', r) })))
+    : store.images();
+  if (entries.length === 0) throw new BundleError('index.json lists no images');
+  return entries.map(({ refName, desc }) => {
+    // A layout ref that is itself a full reference keeps it; otherwise the layout's folder names the repository.
+    let source: string;
+    let tags: string[];
+    const full = refName ? tryFullReference(refName) : undefined;
+    if (full) {
+      source = formatReference(full);
+      tags = full.tag ? [full.tag] : [];
+    } else if (refName && /^[\w][\w.-]{0,127}$/.test(refName)) {
+      source = `${name}:${refName}`;
+      tags = [refName];
+    } else {
+      source = `${name}@${desc.digest}`;
+      tags = [];
+    }
+    return {
+      store,
+      source,
+      refName: source,
+      origin: 'oci-layout' as const,
+      tags,
+      root: { srcRepo: '', dstRepo: full ? repositoryName(full) : name, desc, tags, label: `${dir}:${refName ?? desc.digest}` },
+    };
+  });
+}
+
+function tryFullReference(s: string) {
+  if (!s.includes('/')) return undefined;
+  try {
+    const r = parseReference(s);
+    return s.startsWith(r.registry) ? r : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A repository name made from a layout folder's name (lowercase, registry-safe). */
+export function layoutRepositoryName(dir: string): string {
+  const n = basename(dir)
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+  return n || 'oci-layout';
+}

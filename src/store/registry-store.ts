@@ -1,0 +1,98 @@
+/**
+ * A remote registry as a content store, on top of RegistryClient.
+ */
+import type { Readable } from 'node:stream';
+import type { Descriptor } from '../oci/types.js';
+import { BundleError, DigestMismatchError } from '../util/errors.js';
+import { RegistryClient, type RegistryOptions } from '../registry/client.js';
+import { RegistryAuthError, RegistryHttpError, RegistryNetworkError } from '../registry/errors.js';
+import type { ManifestBytes, PutBlobOptions, PutResult, WritableContentStore } from './store.js';
+
+export type { RegistryOptions } from '../registry/client.js';
+
+/** Attempts of a whole blob upload (each re-opens the source). */
+const BLOB_UPLOAD_ATTEMPTS = 3;
+
+/** Whether a failed blob upload is worth re-opening the source and trying again. */
+function isTransient(err: unknown): boolean {
+  if (err instanceof DigestMismatchError || err instanceof RegistryAuthError) return false;
+  if (err instanceof RegistryHttpError) return err.status >= 500 || err.status === 429 || err.status === 408 || err.status === 401;
+  if (err instanceof RegistryNetworkError) return true;
+  if (err instanceof BundleError) return false;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && /^(ECONNRESET|EPIPE|ETIMEDOUT|ECONNREFUSED|UND_ERR_)/.test(code);
+}
+
+export class RegistryStore implements WritableContentStore {
+  readonly description: string;
+
+  constructor(
+    readonly client: RegistryClient,
+    private readonly uploadAttempts = BLOB_UPLOAD_ATTEMPTS,
+  ) {
+    this.description = `registry ${client.registry}`;
+  }
+
+  async resolve(repo: string, reference: string): Promise<Descriptor> {
+    const desc = await this.client.headManifest(repo, reference);
+    if (!desc) {
+      throw new BundleError(`${this.client.registry}/${repo}${reference.includes(':') ? '@' : ':'}${reference} not found`);
+    }
+    return desc;
+  }
+
+  async fetchManifest(repo: string, desc: Descriptor): Promise<ManifestBytes> {
+    const m = await this.client.getManifest(repo, desc.digest);
+    if (desc.size !== undefined && desc.size !== m.bytes.length) {
+      throw new DigestMismatchError(desc.digest, `${m.bytes.length} bytes instead of ${desc.size}`, `manifest ${this.client.registry}/${repo}@${desc.digest}`);
+    }
+    return m;
+  }
+
+  async hasBlob(repo: string, desc: Descriptor): Promise<boolean> {
+    return (await this.client.headBlob(repo, desc.digest)) !== undefined;
+  }
+
+  async openBlob(repo: string, desc: Descriptor): Promise<Readable> {
+    return this.client.getBlob(repo, desc.digest);
+  }
+
+  async putBlob(repo: string, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions = {}): Promise<PutResult> {
+    if ((await this.client.headBlob(repo, desc.digest)) !== undefined) return 'exists';
+    for (const from of opts.mountFrom ?? []) {
+      if (from === repo) continue;
+      if (await this.client.mountBlob(repo, desc.digest, from)) return 'mounted';
+    }
+    for (let attempt = 1; ; attempt++) {
+      const body = await open();
+      try {
+        await this.client.uploadBlob(repo, desc.digest, desc.size, body);
+        return 'written';
+      } catch (err) {
+        if (!body.destroyed) body.destroy();
+        if (attempt >= this.uploadAttempts || !isTransient(err)) throw err;
+      }
+    }
+  }
+
+  async putManifest(repo: string, desc: Descriptor, bytes: Buffer, tags: string[]): Promise<PutResult> {
+    const refs = tags.length ? tags : [desc.digest];
+    let wrote = false;
+    for (const ref of refs) {
+      const existing = await this.client.headManifest(repo, ref);
+      if (existing?.digest === desc.digest) continue;
+      await this.client.putManifest(repo, ref, bytes, desc.mediaType);
+      wrote = true;
+    }
+    return wrote ? 'written' : 'exists';
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+}
+
+/** A store for `registry` (as the user wrote it: docker.io maps to its API host, credentials stay under docker.io). */
+export function createRegistryStore(registry: string, opts: RegistryOptions = {}): RegistryStore {
+  return new RegistryStore(new RegistryClient(registry, opts));
+}

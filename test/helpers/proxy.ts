@@ -1,0 +1,270 @@
+/**
+ * A loopback HTTP proxy in front of a real registry, for tests: it injects
+ * faults (503, 429 + Retry-After, dropped connections), can put the Bearer
+ * token flow in front of an unauthenticated registry, paginates tag lists
+ * (Distribution 2.8 ignores `n` there) and counts requests.
+ */
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+
+export interface RequestInfo {
+  method: string;
+  /** URL path without the query. */
+  path: string;
+  /** Path with query. */
+  url: string;
+}
+
+export interface Fault {
+  match: (r: RequestInfo) => boolean;
+  /** How many matching requests fail (then the fault is spent). */
+  times: number;
+  kind: 503 | 500 | 429 | 'drop';
+  /** Retry-After value sent with 429/503. */
+  retryAfter?: string;
+}
+
+export interface BearerOptions {
+  username?: string;
+  password?: string;
+  /** Hand out tokens without credentials. */
+  anonymous?: boolean;
+  expiresIn?: number;
+  /** Use `access_token` instead of `token` in the token response. */
+  accessTokenField?: boolean;
+}
+
+export interface ProxyOptions {
+  faults?: Fault[];
+  bearer?: BearerOptions;
+  /**
+   * Answer blob GETs with a 307 to `<origin>/storage/<repo>/<digest>?sig=...`,
+   * like registries backed by object storage do.
+   */
+  redirectBlobsTo?: string;
+}
+
+export interface RecordedRequest extends RequestInfo {
+  status: number;
+  /** Whether an Authorization header came with it (never its value). */
+  authorized: boolean;
+}
+
+export interface TokenRequest {
+  scopes: string[];
+  service?: string;
+  withCredentials: boolean;
+  granted: boolean;
+}
+
+export interface RunningProxy {
+  host: string;
+  requests: RecordedRequest[];
+  tokenRequests: TokenRequest[];
+  /** Every token issued (so tests can check that no message leaks one). */
+  tokensIssued: string[];
+  count(method: string, path: string | RegExp): number;
+  addFault(f: Fault): void;
+  reset(): void;
+  stop(): Promise<void>;
+}
+
+function repoOf(path: string): string | undefined {
+  const m = /^\/v2\/(.+?)\/(manifests|blobs|tags)\//.exec(path);
+  return m?.[1];
+}
+
+function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest): void {
+  const [hostname, port] = target.split(':');
+  const headers = { ...req.headers };
+  delete headers['authorization'];
+  const up = http.request(
+    { hostname, port: Number(port), method: req.method, path: req.url, headers, agent: false },
+    (upRes) => {
+      record.status = upRes.statusCode ?? 0;
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    },
+  );
+  up.on('error', () => {
+    if (!res.headersSent) {
+      res.writeHead(502);
+      res.end();
+    } else res.destroy();
+  });
+  req.on('aborted', () => up.destroy());
+  req.pipe(up);
+}
+
+function getJson(target: string, path: string): Promise<{ status: number; body: unknown }> {
+  const [hostname, port] = target.split(':');
+  return new Promise((resolve, reject) => {
+    http
+      .get({ hostname, port: Number(port), path, agent: false }, (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => {
+          try {
+            resolve({ status: r.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
+          } catch (e) {
+            reject(e as Error);
+          }
+        });
+      })
+      .on('error', reject);
+  });
+}
+
+export async function startProxy(target: string, opts: ProxyOptions = {}): Promise<RunningProxy> {
+  const faults: Fault[] = [...(opts.faults ?? [])];
+  const requests: RecordedRequest[] = [];
+  const tokenRequests: TokenRequest[] = [];
+  const tokensIssued: string[] = [];
+  const valid = new Set<string>();
+  let selfHost = '';
+
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://proxy');
+    const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/' };
+    const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined };
+    requests.push(record);
+
+    const fault = faults.find((f) => f.times > 0 && f.match(info));
+    if (fault) {
+      fault.times--;
+      if (fault.kind === 'drop') {
+        record.status = -1;
+        req.socket.destroy();
+        return;
+      }
+      record.status = fault.kind;
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (fault.retryAfter !== undefined) headers['retry-after'] = fault.retryAfter;
+      const code = fault.kind === 429 ? 'TOOMANYREQUESTS' : 'UNAVAILABLE';
+      req.resume();
+      res.writeHead(fault.kind, headers);
+      res.end(JSON.stringify({ errors: [{ code, message: `injected ${fault.kind}` }] }));
+      return;
+    }
+
+    const bearer = opts.bearer;
+    if (bearer && url.pathname === '/token') {
+      const scopes = url.searchParams.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
+      const auth = req.headers.authorization;
+      let granted: boolean;
+      if (auth?.startsWith('Basic ')) {
+        const [u, ...p] = Buffer.from(auth.slice(6), 'base64').toString('utf8').split(':');
+        granted = u === bearer.username && p.join(':') === bearer.password;
+      } else {
+        granted = bearer.anonymous === true;
+      }
+      tokenRequests.push({ scopes, service: url.searchParams.get('service') ?? undefined, withCredentials: auth !== undefined, granted });
+      req.resume();
+      if (!granted) {
+        record.status = 401;
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ details: 'incorrect username or password' }));
+        return;
+      }
+      const token = randomBytes(24).toString('hex');
+      valid.add(token);
+      tokensIssued.push(token);
+      record.status = 200;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const body: Record<string, unknown> = { expires_in: bearer.expiresIn ?? 300 };
+      body[bearer.accessTokenField ? 'access_token' : 'token'] = token;
+      res.end(JSON.stringify(body));
+      return;
+    }
+    if (bearer && url.pathname.startsWith('/v2/')) {
+      const auth = req.headers.authorization;
+      const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
+      if (!token || !valid.has(token)) {
+        const repo = repoOf(url.pathname);
+        const push = !['GET', 'HEAD'].includes(info.method);
+        let scope = '';
+        if (repo) scope = `,scope="repository:${repo}:${push ? 'pull,push' : 'pull'}"`;
+        else if (url.pathname === '/v2/_catalog') scope = ',scope="registry:catalog:*"';
+        req.resume();
+        record.status = 401;
+        res.writeHead(401, {
+          'content-type': 'application/json',
+          'www-authenticate': `Bearer realm="http://${selfHost}/token",service="test"${scope}`,
+        });
+        res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }));
+        return;
+      }
+    }
+
+    const blobMatch = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/.exec(url.pathname);
+    if (opts.redirectBlobsTo && req.method === 'GET' && blobMatch) {
+      req.resume();
+      record.status = 307;
+      res.writeHead(307, { location: `${opts.redirectBlobsTo}/storage/${blobMatch[1]}/${blobMatch[2]}?sig=signed-url-part` });
+      res.end();
+      return;
+    }
+
+    // Distribution 2.8 ignores `n` on tag lists: page them here like newer registries do.
+    const tagsMatch = /^\/v2\/(.+)\/tags\/list$/.exec(url.pathname);
+    if (req.method === 'GET' && tagsMatch && url.searchParams.has('n')) {
+      const n = Number(url.searchParams.get('n'));
+      const last = url.searchParams.get('last');
+      req.resume();
+      getJson(target, url.pathname).then(
+        ({ status, body }) => {
+          record.status = status;
+          if (status !== 200) {
+            res.writeHead(status, { 'content-type': 'application/json' });
+            res.end(JSON.stringify(body));
+            return;
+          }
+          const all = [...(((body as { tags?: string[] }).tags) ?? [])].sort();
+          const rest = last ? all.filter((t) => t > last) : all;
+          const page = rest.slice(0, n);
+          const headers: Record<string, string> = { 'content-type': 'application/json' };
+          if (rest.length > n) {
+            headers['link'] = `<${url.pathname}?n=${n}&last=${encodeURIComponent(page[page.length - 1]!)}>; rel="next"`;
+          }
+          res.writeHead(200, headers);
+          res.end(JSON.stringify({ name: tagsMatch[1], tags: page }));
+        },
+        () => {
+          record.status = 502;
+          res.writeHead(502);
+          res.end();
+        },
+      );
+      return;
+    }
+
+    forward(target, req, res, record);
+  });
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  selfHost = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  return {
+    host: selfHost,
+    requests,
+    tokenRequests,
+    tokensIssued,
+    count(method, path) {
+      return requests.filter((r) => r.method === method && (typeof path === 'string' ? r.path === path : path.test(r.path))).length;
+    },
+    addFault(f) {
+      faults.push(f);
+    },
+    reset() {
+      requests.length = 0;
+      tokenRequests.length = 0;
+    },
+    stop() {
+      return new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+    },
+  };
+}
