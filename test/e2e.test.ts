@@ -13,6 +13,7 @@ import { parse as parseYaml } from 'yaml';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { buildTestImages, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
+import { rewriteControlMember } from './helpers/tamper.js';
 
 const run = promisify(execFile);
 
@@ -210,6 +211,29 @@ describe('tampering', () => {
     assert.equal(v.code, 1);
     assert.match(v.stdout, /not among the trusted keys/);
     const p = await runBundle(['push', bundle, '--to', '127.0.0.1:9', '--key', join(work, 'other.pub')]);
+    assert.equal(p.code, 1);
+    assert.match(p.stderr, /refusing to push/);
+    assertNoStack(p);
+  });
+
+  it('an edited manifest is refused by verify and push', async () => {
+    const copy = join(work, 'edited.airgap');
+    await copyFile(bundle, copy);
+    const one = sourceRefs[`${src.host}/ns/app-one:1.0`]!;
+    const two = sourceRefs[`${src.host}/ns/app-two:2.0`]!;
+    // Point app-one's tag at app-two's content: same length, well-formed, a lie.
+    await rewriteControlMember(copy, 'manifest', (m) => {
+      const text = m.toString();
+      assert.ok(text.includes(one));
+      return Buffer.from(text.replace(`"digest": "${one}"`, `"digest": "${two}"`).replace(`"digest":"${one}"`, `"digest":"${two}"`));
+    });
+    const unchecked = await runBundle(['inspect', copy, '--json']);
+    assert.equal(unchecked.code, 0, unchecked.stderr);
+    assert.notEqual(JSON.stringify(JSON.parse(unchecked.stdout).images).indexOf(two), -1);
+    const v = await runBundle(['verify', copy, '--key', join(work, 'site.pub')]);
+    assert.equal(v.code, 1, v.stdout + v.stderr);
+    assert.match(v.stdout, /edited after signing|does not match/);
+    const p = await runBundle(['push', copy, '--to', '127.0.0.1:9', '--key', join(work, 'site.pub')]);
     assert.equal(p.code, 1);
     assert.match(p.stderr, /refusing to push/);
     assertNoStack(p);

@@ -203,6 +203,13 @@ describe('manifests', () => {
     assert.deepEqual(child.bytes, b.bytes);
   });
 
+  it('docker.io is contacted at registry-1.docker.io', () => {
+    const c = client('docker.io');
+    assert.equal(c.registry, 'docker.io');
+    assert.equal(c.host, 'registry-1.docker.io');
+    assert.equal(client('index.docker.io').host, 'registry-1.docker.io');
+  });
+
   it('a manifest naming a missing blob is refused with the registry error', async () => {
     const c = client(reg.host);
     const bogus = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: MediaType.OciConfig, digest: sha256Digest('nope'), size: 4 }, layers: [] }));

@@ -166,7 +166,7 @@ export class ArchiveReader implements ContentStore {
       throw new BundleError(`range ${offset}+${size} lies outside the archive ${this.path} (${total} bytes of tar)`);
     }
     // objectMode: chunks (Buffers) are passed on as they are, never concatenated.
-    return Readable.from(this.rangePieces(offset, size), { objectMode: true, highWaterMark: 8 });
+    return Readable.from(this.rangePieces(offset, size), { objectMode: true, highWaterMark: 2 });
   }
 
   private async *rangePieces(offset: number, size: number): AsyncGenerator<Buffer> {
@@ -306,7 +306,7 @@ export class ArchiveReader implements ContentStore {
 
   /**
    * Decoded content of frames `from` .. `to`-1 in order, as zero-copy pieces, one
-   * array per read batch. Reads batches of whole frames, one batch ahead, so
+   * array per frame. Reads batches of whole frames, one batch ahead, so
    * disk reads (in libuv's pool) overlap with the consumer's work.
    */
   private async *decodedFrom(from: number, to: number = this.frames.length): AsyncGenerator<Buffer[]> {
@@ -345,19 +345,18 @@ export class ArchiveReader implements ContentStore {
       const curStart = batch.start;
       const curEnd = batch.end;
       const base = frames[curStart]!.compressedOffset;
-      const out: Buffer[] = [];
+      // Decode lazily, one frame per yield: a batch of small compressed frames may expand a lot.
       for (let i = curStart; i < curEnd; i++) {
         const f = frames[i]!;
         const frame = buf.subarray(f.compressedOffset - base, f.compressedOffset - base + f.compressedSize);
+        let parts: Buffer[];
         try {
-          for (const part of decodeFrame(frame, f.decompressedSize)) out.push(part);
+          parts = decodeFrame(frame, f.decompressedSize);
         } catch (err) {
-          // Hand out what decoded cleanly first, then fail.
-          if (out.length) yield out;
           throw new ArchiveCorruptError(`${this.path}: frame ${i} at byte ${f.compressedOffset} is corrupt: ${errorMessage(err)}`);
         }
+        yield parts;
       }
-      yield out;
     }
   }
 }

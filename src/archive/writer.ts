@@ -321,11 +321,12 @@ export class ArchiveWriter implements WritableContentStore {
     if (this.pendingBytes >= WRITE_BUFFER) await this.flush();
   }
 
-  private emitCompressedFrame(data: Buffer): void {
+  private emitCompressedFrame(data: Buffer | Buffer[]): void {
     const frame = this.compressor.compress(data);
+    const size = Buffer.isBuffer(data) ? data.length : data.reduce((n, b) => n + b.length, 0);
     this.push(frame);
-    this.frames.push({ compressedSize: frame.length, decompressedSize: data.length });
-    this.tarPos += data.length;
+    this.frames.push({ compressedSize: frame.length, decompressedSize: size });
+    this.tarPos += size;
   }
 
   private emitRawFrame(parts: Buffer[]): void {
@@ -337,7 +338,7 @@ export class ArchiveWriter implements WritableContentStore {
 
   private emitDataFrame(parts: Buffer[], raw: boolean): void {
     if (raw) this.emitRawFrame(parts);
-    else this.emitCompressedFrame(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    else this.emitCompressedFrame(parts);
   }
 
   /** Where the file and tables stood before a member began, to roll back to. */
@@ -346,6 +347,7 @@ export class ArchiveWriter implements WritableContentStore {
   }
 
   private async rollback(m: { file: number; frames: number; tarPos: number }): Promise<void> {
+    if (!this.fh) return; // aborted meanwhile: the file is gone anyway
     if (m.file >= this.flushed) {
       // Everything of the member is still pending: drop it from the buffer.
       let keep = m.file - this.flushed;

@@ -4,7 +4,6 @@
  * parsing, and the seek table of the zstd seekable format
  * (zstd contrib/seekable_format/zstd_seekable_compression_format.md).
  */
-import { Compressor, Decompressor } from 'zstd-napi';
 import binding from 'zstd-napi/binding.js';
 
 export const ZSTD_MAGIC = 0xfd2fb528;
@@ -18,7 +17,7 @@ export const SEEK_TABLE_FOOTER_SIZE = 9;
 /** Largest block a zstd frame may hold (Block_Maximum_Size). */
 export const MAX_BLOCK_SIZE = 128 * 1024;
 /** Frames larger than this (decompressed) are refused: every frame of format 1.0 is far smaller. */
-export const MAX_FRAME_CONTENT = 1 << 30;
+export const MAX_FRAME_CONTENT = 128 * 1024 * 1024;
 
 /** Per-frame entry of the seek table. */
 export interface SeekEntry {
@@ -137,20 +136,48 @@ export function encodeRawFrame(parts: readonly Buffer[]): { buffers: Buffer[]; s
 // ---------------------------------------------------------------------------
 // Compressed frames
 
-/** Compresses each chunk as one independent frame (content size in the header, no checksum). */
+/**
+ * Compresses each chunk as one independent frame (content size in the
+ * header, no checksum). Input and output go through scratch buffers that are
+ * reused, so memory stays flat; only the (small) result is a new Buffer.
+ */
 export class FrameCompressor {
-  private readonly cmp = new Compressor();
+  private readonly cctx = new binding.CCtx();
+  private inBuf: Buffer = Buffer.alloc(0);
+  private outBuf: Buffer = Buffer.alloc(0);
 
   constructor(readonly level: number) {
-    this.cmp.setParameters({ compressionLevel: level, contentSizeFlag: true, checksumFlag: false });
+    this.cctx.setParameter(binding.CParameter.compressionLevel, level);
+    this.cctx.setParameter(binding.CParameter.contentSizeFlag, 1);
+    this.cctx.setParameter(binding.CParameter.checksumFlag, 0);
   }
 
-  compress(data: Buffer): Buffer {
-    return this.cmp.compress(data);
+  /** One frame holding `parts` (logically concatenated). */
+  compress(parts: Buffer | readonly Buffer[]): Buffer {
+    let src: Buffer;
+    if (Buffer.isBuffer(parts)) {
+      src = parts;
+    } else if (parts.length === 1) {
+      src = parts[0]!;
+    } else {
+      let n = 0;
+      for (const p of parts) n += p.length;
+      if (this.inBuf.length < n) this.inBuf = Buffer.allocUnsafe(n);
+      let pos = 0;
+      for (const p of parts) {
+        p.copy(this.inBuf, pos);
+        pos += p.length;
+      }
+      src = this.inBuf.subarray(0, n);
+    }
+    const bound = binding.compressBound(src.length);
+    if (this.outBuf.length < bound) this.outBuf = Buffer.allocUnsafe(bound);
+    const len = this.cctx.compress2(this.outBuf, src);
+    return Buffer.from(this.outBuf.subarray(0, len));
   }
 }
 
-let sharedDecompressor: Decompressor | undefined;
+let sharedDctx: binding.DCtx | undefined;
 
 // ---------------------------------------------------------------------------
 // Frame parsing
@@ -216,6 +243,7 @@ export function rawFrameContent(frame: Buffer, header: FrameHeader = parseFrameH
  * Raw frames are returned as zero-copy views; others go through zstd-napi.
  */
 export function decodeFrame(frame: Buffer, expectedSize: number): Buffer[] {
+  if (expectedSize > MAX_FRAME_CONTENT) throw new ZstdFormatError(`zstd frame of ${expectedSize} bytes is larger than allowed`);
   const header = parseFrameHeader(frame);
   if (header.contentSize !== null && header.contentSize !== expectedSize) {
     throw new ZstdFormatError(`zstd frame holds ${header.contentSize} bytes, seek table says ${expectedSize}`);
@@ -226,11 +254,13 @@ export function decodeFrame(frame: Buffer, expectedSize: number): Buffer[] {
   if (raw) {
     parts = raw;
   } else {
-    sharedDecompressor ??= new Decompressor();
-    let out: Buffer;
+    sharedDctx ??= new binding.DCtx();
+    // Allocated by Node (so V8 accounts for it and collects it promptly), sized from the seek table.
+    const out = Buffer.allocUnsafe(expectedSize);
     try {
       if (binding.findFrameCompressedSize(frame) !== frame.length) throw new Error('frame length does not match the seek table');
-      out = sharedDecompressor.decompress(frame);
+      const n = sharedDctx.decompress(out, frame);
+      if (n !== expectedSize) throw new Error(`decompressed to ${n} bytes, seek table says ${expectedSize}`);
     } catch (err) {
       throw new ZstdFormatError(`zstd frame does not decompress: ${(err as Error).message}`);
     }

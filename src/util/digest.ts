@@ -25,11 +25,14 @@ export function digestHex(digest: string): string {
 /**
  * A pass-through stream that hashes every byte and, at the end, fails with a
  * DigestMismatchError (before signalling end) if the digest or size is wrong.
- * Consumers that only commit on a clean end therefore never commit bad bytes.
+ * It holds back its last chunk until the digest is proven, so a consumer never
+ * receives the whole of a bad blob: an upload of known length cannot complete,
+ * and consumers that commit on a clean end never commit bad bytes.
  */
 export class VerifyingStream extends Transform {
   private readonly hash: Hash = createHash('sha256');
   private seen = 0;
+  private pending: Buffer | undefined;
 
   constructor(
     readonly expectedDigest: string,
@@ -48,7 +51,9 @@ export class VerifyingStream extends Transform {
       return;
     }
     this.hash.update(chunk);
-    cb(null, chunk);
+    const previous = this.pending;
+    this.pending = chunk;
+    cb(null, previous);
   }
 
   override _flush(cb: TransformCallback): void {
@@ -61,7 +66,9 @@ export class VerifyingStream extends Transform {
       cb(new DigestMismatchError(this.expectedDigest, actual, this.what));
       return;
     }
-    cb();
+    const last = this.pending;
+    this.pending = undefined;
+    cb(null, last);
   }
 
   get bytes(): number {

@@ -1,0 +1,35 @@
+/**
+ * Rewrites one control member of a .airgap file the way an attacker with a hex
+ * editor and this format's spec would: the frames are rebuilt, the seek table
+ * updated, so the file is still a well-formed archive; only the content lies.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { decodeSeekTable, encodeRawFrame, encodeSeekTable, parseSeekTableFooter, decodeFrame, SEEK_TABLE_FOOTER_SIZE } from '../../src/archive/zstd-frames.js';
+import { CONTROL_FRAMES } from '../../src/archive/reader.js';
+
+/** Control frames from the end: manifest header, manifest data, signature header, signature data, end of archive. */
+const MANIFEST_DATA = CONTROL_FRAMES - 1;
+const SIGNATURE_DATA = CONTROL_FRAMES - 3;
+
+export async function rewriteControlMember(file: string, which: 'manifest' | 'signature', edit: (content: Buffer) => Buffer): Promise<void> {
+  const whole = await readFile(file);
+  const { tableSize } = parseSeekTableFooter(whole.subarray(whole.length - SEEK_TABLE_FOOTER_SIZE));
+  const entries = decodeSeekTable(whole.subarray(whole.length - tableSize));
+  const frames: Buffer[] = [];
+  let pos = 0;
+  for (const e of entries) {
+    frames.push(whole.subarray(pos, pos + e.compressedSize));
+    pos += e.compressedSize;
+  }
+  const index = entries.length - (which === 'manifest' ? MANIFEST_DATA : SIGNATURE_DATA);
+  const content = Buffer.concat(decodeFrame(frames[index]!, entries[index]!.decompressedSize));
+  // The data frame holds the member's bytes and then the tar padding; keep the length so the header stays true.
+  const json = content.subarray(0, content.indexOf(0) < 0 ? content.length : content.indexOf(0));
+  const edited = edit(json);
+  if (edited.length !== json.length) throw new Error('edit must keep the length');
+  const replaced = Buffer.concat([edited, content.subarray(json.length)]);
+  const frame = encodeRawFrame([replaced]);
+  frames[index] = Buffer.concat(frame.buffers);
+  entries[index] = { compressedSize: frame.size, decompressedSize: frame.contentSize };
+  await writeFile(file, Buffer.concat([...frames, encodeSeekTable(entries)]));
+}
