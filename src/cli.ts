@@ -120,6 +120,7 @@ ${EXIT_DOC}`,
       .option('--dry-run', 'print the plan and push nothing')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
+      .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
       .addOption(new Option('--dest-tls-verify [bool]', 'verify the destination\'s TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the destination')
       .option('--ca-file <file>', 'an extra CA certificate to trust (repeatable)', collect)

@@ -12,6 +12,7 @@ import tar from 'tar-stream';
 import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER, type BundleImage } from '../src/bundle/manifest.js';
 import { ArchiveReader, ArchiveCorruptError } from '../src/archive/reader.js';
 import { ArchiveWriter, blobPath } from '../src/archive/writer.js';
+import { encodeFileHeader } from '../src/archive/tar.js';
 import {
   decodeFrame,
   decodeSeekTable,
@@ -620,6 +621,26 @@ describe('zstd frames', () => {
     const bad = Buffer.from(table);
     bad[4]! ^= 1;
     assert.throws(() => decodeSeekTable(bad), /inconsistent/);
+  });
+});
+
+describe('tar headers', () => {
+  it('uses a pax header for a long or non-ASCII name; GNU tar and scanMembers agree', async () => {
+    const long = `${'d'.repeat(120)}/${'f'.repeat(120)}-ü.txt`;
+    const data = Buffer.from('long name content\n');
+    const tarBytes = Buffer.concat([
+      encodeFileHeader(long, data.length, CREATED),
+      data,
+      Buffer.alloc(512 - data.length),
+      encodeFileHeader('short', 0, CREATED),
+      Buffer.alloc(1024),
+    ]);
+    const p = join(dir, 'long.tar');
+    await writeFile(p, tarBytes);
+    const { stdout } = await run('tar', ['tf', p]);
+    assert.deepEqual(stdout.trim().split('\n'), [long, 'short']);
+    const { stdout: content } = await run('tar', ['xOf', p, long]);
+    assert.equal(content, data.toString());
   });
 });
 

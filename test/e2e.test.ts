@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
+import { startProxy } from './helpers/proxy.js';
 import { buildTestImages, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
 import { rewriteControlMember } from './helpers/tamper.js';
@@ -93,6 +94,8 @@ describe('create, verify, push', () => {
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const summary = JSON.parse(r.stdout);
       assert.equal(summary.pushed, 4);
+      // The base layer is uploaded once and mounted into the other repositories that use it.
+      assert.ok(summary.stats.blobsMounted >= 2, JSON.stringify(summary.stats));
       for (const [ref, digest] of Object.entries(sourceRefs)) {
         const path = ref.slice(src.host.length + 1);
         const srcRaw = await skopeoInspectRaw(`docker://${ref}`);
@@ -243,6 +246,29 @@ describe('tampering', () => {
     const p = await runBundle(['push', bundle, '--to', '127.0.0.1:9']);
     assert.equal(p.code, 2);
     assert.match(p.stderr, /--key/);
+  });
+});
+
+describe('digests', () => {
+  it('a registry that serves a corrupted blob: create fails naming it, and writes no file', async () => {
+    const proxy = await startProxy(src.host, {
+      faults: [{ match: (r) => r.method === 'GET' && r.path.endsWith(`/blobs/${set.base.digest}`), times: 1, kind: 'corrupt' }],
+    });
+    try {
+      const cfg = join(work, 'corrupt.yaml');
+      await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${proxy.host}/ns/app-one:1.0\n`);
+      const out = join(work, 'corrupt.airgap');
+      const r = await runBundle(['create', '-c', cfg, '-o', out]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /digest mismatch/);
+      assert.match(r.stderr, new RegExp(set.base.digest));
+      assertNoStack(r);
+      await assert.rejects(readFile(out));
+      const leftovers = (await readdir(work)).filter((f) => f.startsWith('corrupt.airgap'));
+      assert.deepEqual(leftovers, [], 'no partial file is left behind');
+    } finally {
+      await proxy.stop();
+    }
   });
 });
 

@@ -3,6 +3,7 @@
  * table and the last five frames; members are streamed on demand by seeking
  * through the seek table, and scanMembers() reads the whole file once.
  */
+import { read as fsRead } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { MANIFEST_MEMBER, SIGNATURE_MEMBER, type BundleManifest, type BundleMember } from '../bundle/manifest.js';
@@ -497,13 +498,20 @@ class MemberStream extends Readable {
   }
 }
 
+/**
+ * Read exactly `length` bytes at `position` into a new buffer. Uses the
+ * callback fs.read on the raw fd: it costs the main thread noticeably less
+ * per call than FileHandle.read, which matters for the full-file scan.
+ */
 async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
-    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
-    if (bytesRead === 0) throw new Error(`unexpected end of file at byte ${position + got}`);
-    got += bytesRead;
+    const n = await new Promise<number>((resolve, reject) => {
+      fsRead(fh.fd, buf, got, length - got, position + got, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
+    });
+    if (n === 0) throw new Error(`unexpected end of file at byte ${position + got}`);
+    got += n;
   }
   return buf;
 }

@@ -61,7 +61,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     return s;
   };
 
-  progress.phase('resolving', config.images.length + config.ociLayouts.length);
+  progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
   let sources: SourceImage[];
   try {
     sources = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency);

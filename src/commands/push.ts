@@ -21,6 +21,7 @@ export interface PushOptions extends OutputOptions {
   dryRun?: boolean;
   outDir: string;
   concurrency: number;
+  chunkSize?: number;
   destTlsVerify: boolean;
   destCertDir?: string;
   caFile?: string[];
@@ -67,7 +68,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     if (!trusted) progress.warn('--insecure-skip-signature: pushing without checking who made this bundle');
     const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
     const plan = planPush(manifest.images, target);
-    const totalBytes = manifest.members.reduce((n, m) => n + m.size, 0);
+    const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
       if (opts.json) printJson({ dryRun: true, target: opts.to, images: plan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes });
@@ -84,6 +85,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       caFiles: opts.caFile,
       authfile: opts.destAuthfile ?? opts.authfile,
       concurrency: opts.concurrency,
+      chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
       userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
     });
     const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress });

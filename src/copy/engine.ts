@@ -58,6 +58,7 @@ export class CopyEngine {
   readonly stats: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0 };
   private readonly limiter: Limiter;
   private readonly blobs = new Map<string, Promise<PutResult>>();
+  private readonly firstTransfer = new Map<string, Promise<PutResult>>();
   private readonly manifests = new Map<string, Promise<void>>();
   /** Repositories of the destination known to hold a digest (for cross-repository mounts). */
   private readonly holders = new Map<string, Set<string>>();
@@ -80,6 +81,7 @@ export class CopyEngine {
       const platforms = parsed.isIndex
         ? parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p)
         : await this.platformOf(root.srcRepo, parsed.blobs[0], root.label);
+      this.opts.progress?.item();
       return { desc: root.desc, platforms };
     }
     const wanted = parsed.manifests.filter((m) => root.platforms!.some((p) => platformMatches(m.platform, p)));
@@ -92,6 +94,7 @@ export class CopyEngine {
       const only = wanted[0]!;
       const bytes = await this.fetchVerified(root.srcRepo, only, `${root.label} (${platforms[0]})`);
       await this.copyTree(root.srcRepo, root.dstRepo, only, bytes, root.label, root.tags);
+      this.opts.progress?.item();
       return { desc: only, platforms, filteredFrom: root.desc.digest };
     }
     // Several platforms of many: a new index lists exactly those; every manifest it names keeps its bytes.
@@ -102,6 +105,7 @@ export class CopyEngine {
     const desc: Descriptor = { mediaType: parsed.mediaType, digest: sha256Digest(subset), size: subset.length };
     await this.dst.putManifest(root.dstRepo, desc, subset, root.tags);
     this.stats.manifestsWritten++;
+    this.opts.progress?.item();
     return { desc, platforms, filteredFrom: root.desc.digest };
   }
 
@@ -150,15 +154,21 @@ export class CopyEngine {
     }
     await this.dst.putManifest(dstRepo, { ...desc, mediaType }, bytes, tags);
     this.stats.manifestsWritten++;
-    this.opts.progress?.item();
+    this.opts.progress?.bytes(bytes.length);
   }
 
   copyBlob(srcRepo: string, dstRepo: string, desc: Descriptor, label: string): Promise<PutResult> {
     const key = `${dstRepo}|${desc.digest}`;
     let p = this.blobs.get(key);
     if (!p) {
-      p = this.limiter.run(() => this.transferBlob(srcRepo, dstRepo, desc, label));
+      // A blob going to several repositories is sent once; the others wait for it and then mount it.
+      const first = this.firstTransfer.get(desc.digest);
+      p = (async () => {
+        if (first) await first.catch(() => undefined);
+        return this.limiter.run(() => this.transferBlob(srcRepo, dstRepo, desc, label));
+      })();
       this.blobs.set(key, p);
+      if (!first) this.firstTransfer.set(desc.digest, p);
     }
     return p;
   }

@@ -5,6 +5,7 @@
  * (Distribution 2.8 ignores `n` there) and counts requests.
  */
 import http from 'node:http';
+import { Transform } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 
@@ -20,7 +21,8 @@ export interface Fault {
   match: (r: RequestInfo) => boolean;
   /** How many matching requests fail (then the fault is spent). */
   times: number;
-  kind: 503 | 500 | 429 | 'drop';
+  /** `corrupt` forwards the request and flips one byte of the answer's body. */
+  kind: 503 | 500 | 429 | 'drop' | 'corrupt';
   /** Retry-After value sent with 429/503. */
   retryAfter?: string;
 }
@@ -75,7 +77,24 @@ function repoOf(path: string): string | undefined {
   return m?.[1];
 }
 
-function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest): void {
+function flipOneByte(): Transform {
+  let flipped = false;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (!flipped && chunk.length > 0) {
+        flipped = true;
+        const copy = Buffer.from(chunk);
+        const at = Math.floor(copy.length / 2);
+        copy[at] = copy[at]! ^ 0xff;
+        cb(null, copy);
+        return;
+      }
+      cb(null, chunk);
+    },
+  });
+}
+
+function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, corrupt = false): void {
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
@@ -84,7 +103,8 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
     (upRes) => {
       record.status = upRes.statusCode ?? 0;
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      upRes.pipe(res);
+      if (corrupt) upRes.pipe(flipOneByte()).pipe(res);
+      else upRes.pipe(res);
     },
   );
   up.on('error', () => {
@@ -136,6 +156,10 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       if (fault.kind === 'drop') {
         record.status = -1;
         req.socket.destroy();
+        return;
+      }
+      if (fault.kind === 'corrupt') {
+        forward(target, req, res, record, true);
         return;
       }
       record.status = fault.kind;
