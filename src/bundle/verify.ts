@@ -91,6 +91,11 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
         member.data.resume();
         continue;
       }
+      if (member.type !== 'file') {
+        member.data.resume();
+        problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is a ${member.type} entry; a bundle holds only files` });
+        continue;
+      }
       const entry = listed.get(member.path);
       const hash = createHash('sha256');
       let n = 0;
