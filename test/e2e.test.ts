@@ -166,6 +166,41 @@ describe('create, verify, push', () => {
   });
 });
 
+describe('interrupted push', () => {
+  it('a second run finishes the job and re-sends nothing that landed', async () => {
+    const dst = await startRegistry();
+    const proxy = await startProxy(dst.host);
+    // app-one's own layer cannot be uploaded during the first run.
+    const manifest = JSON.parse((await skopeoInspectRaw(`docker://${src.host}/ns/app-one:1.0`)).toString());
+    const appLayer: string = manifest.layers[1].digest;
+    const fault = { match: (r: { method: string; url: string }) => r.method === 'PUT' && r.url.includes(encodeURIComponent(appLayer)), times: 1000, kind: 'drop' as const };
+    proxy.addFault(fault);
+    const uploads = () => proxy.requests.filter((r) => r.method === 'PUT' && r.path.includes('/blobs/uploads/') && r.status === 201).length;
+    try {
+      const args = ['push', bundle, '--to', `${proxy.host}/m`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'resume-out'), '--retries', '1', '--json'];
+      const first = await runBundle(args);
+      assert.equal(first.code, 1, first.stderr);
+      const s1 = JSON.parse(first.stdout);
+      assert.equal(s1.pushed, 2, 'app-two and multi went through');
+      assert.deepEqual(s1.failed.map((f: { source: string }) => f.source).sort(), [`${src.host}/ns/app-one:1.0`, `${src.host}/ns/app-one@${sourceRefs[`${src.host}/ns/app-one:1.0`]}`].sort());
+      assert.ok(!JSON.stringify(s1).includes('Authorization'));
+      const firstUploads = uploads();
+      assert.ok(firstUploads >= 5, `first run uploaded ${firstUploads}`);
+      fault.times = 0;
+      proxy.reset();
+      const second = await runBundle(args);
+      assert.equal(second.code, 0, second.stdout + second.stderr);
+      assert.equal(uploads(), 1, 'only the blob that was missing is sent');
+      assert.equal(JSON.parse(second.stdout).stats.blobsWritten, 1);
+      const srcRaw = await skopeoInspectRaw(`docker://${src.host}/ns/app-one:1.0`);
+      assert.ok((await skopeoInspectRaw(`docker://${dst.host}/m/ns/app-one:1.0`)).equals(srcRaw));
+    } finally {
+      await proxy.stop();
+      await dst.stop();
+    }
+  });
+});
+
 describe('tampering', () => {
   it('one flipped byte in a blob: verify exits 1 naming it and its images; push sends nothing bad', async () => {
     const copy = join(work, 'flipped.airgap');

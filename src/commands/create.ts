@@ -23,6 +23,7 @@ export interface CreateOptions extends OutputOptions {
   signKey?: string;
   force?: boolean;
   concurrency: number;
+  retries: number;
   level: number;
   srcTlsVerify: boolean;
   srcCertDir?: string;
@@ -49,6 +50,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     caFiles: opts.caFile,
     authfile: opts.srcAuthfile ?? opts.authfile,
     concurrency: opts.concurrency,
+    retries: opts.retries,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
   const stores = new Map<string, ContentStore>();

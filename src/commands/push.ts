@@ -21,6 +21,7 @@ export interface PushOptions extends OutputOptions {
   dryRun?: boolean;
   outDir: string;
   concurrency: number;
+  retries: number;
   chunkSize?: number;
   destTlsVerify: boolean;
   destCertDir?: string;
@@ -85,6 +86,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       caFiles: opts.caFile,
       authfile: opts.destAuthfile ?? opts.authfile,
       concurrency: opts.concurrency,
+      retries: opts.retries,
       chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
       userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
     });
