@@ -18,7 +18,7 @@ import type { Descriptor } from '../oci/types.js';
 import { MediaType } from '../oci/media-types.js';
 import type { DsseEnvelope } from '../sign/dsse-types.js';
 import type { ManifestBytes, PutResult, WritableContentStore } from '../store/store.js';
-import { digestHex, sha256Digest, verifyBuffer } from '../util/digest.js';
+import { digestHex, sha256Digest, VerifyingStream, verifyBuffer } from '../util/digest.js';
 import { BundleError, DigestMismatchError } from '../util/errors.js';
 import { encodeFileHeader, padding, TAR_BLOCK } from './tar.js';
 import { encodeRawFrame, encodeSeekTable, FrameCompressor, type SeekEntry } from './zstd-frames.js';
@@ -445,11 +445,14 @@ export class ArchiveWriter implements WritableContentStore {
         }
       };
       stream = await openStream();
+      // A VerifyingStream for this very digest and size already hashes every byte and
+      // fails before its end on a mismatch: hashing again here would only double the cost.
+      const verified = stream instanceof VerifyingStream && stream.expectedDigest === desc.digest && stream.expectedSize === desc.size;
       for await (const chunk of stream) {
         const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
         seen += buf.length;
         if (seen > desc.size) throw new OversizeError();
-        hash.update(buf);
+        if (!verified) hash.update(buf);
         parts.push(buf);
         partsBytes += buf.length;
         if (partsBytes > this.chunkSize) {
@@ -457,7 +460,7 @@ export class ArchiveWriter implements WritableContentStore {
           await this.maybeFlush();
         }
       }
-      const actual = `sha256:${hash.digest('hex')}`;
+      const actual = verified ? desc.digest : `sha256:${hash.digest('hex')}`;
       if (seen !== desc.size || actual !== desc.digest) {
         throw new DigestMismatchError(desc.digest, `${actual} (${seen} of ${desc.size} bytes)`, `blob ${desc.digest}`);
       }

@@ -40,7 +40,8 @@ export class VerifyingStream extends Transform {
     readonly what: string,
     private readonly onBytes?: (n: number) => void,
   ) {
-    super({ highWaterMark: 1 << 20 });
+    // Object mode on the readable side: consumers get each Buffer as it is, never a concatenated copy.
+    super({ readableObjectMode: true, writableHighWaterMark: 1 << 20, readableHighWaterMark: 16 });
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
