@@ -1,9 +1,4 @@
 import { Command, CommanderError, Option } from 'commander';
-import { createCommand } from './commands/create.js';
-import { inspectCommand } from './commands/inspect.js';
-import { keygenCommand } from './commands/keygen.js';
-import { pushCommand } from './commands/push.js';
-import { verifyCommand } from './commands/verify.js';
 import { collect, parseBool, parsePositiveInt } from './commands/common.js';
 import { BundleError, errorMessage } from './util/errors.js';
 import { TOOL_VERSION } from './version.js';
@@ -18,6 +13,7 @@ function outputOptions(cmd: Command): Command {
     .option('--json', 'print one JSON document on stdout for machines (no progress)');
 }
 
+// Each command's modules are imported only when it runs: start-up time is most of a no-op push.
 function buildProgram(setCode: (c: number) => void): Command {
   const program = new Command();
   program
@@ -44,7 +40,7 @@ ${EXIT_DOC}`,
       .description('Make an Ed25519 key pair for signing bundles: PREFIX.key (mode 0600) and PREFIX.pub, PEM.')
       .requiredOption('--out <prefix>', 'path prefix of the two key files')
       .addHelpText('after', `\nExample:\n  $ bundle keygen --out site     # writes site.key and site.pub\n${EXIT_DOC}`),
-  ).action(async (opts) => setCode(await keygenCommand(opts)));
+  ).action(async (opts) => setCode(await (await import('./commands/keygen.js')).keygenCommand(opts)));
 
   outputOptions(
     program
@@ -81,7 +77,7 @@ Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containe
 or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
 ${EXIT_DOC}`,
       ),
-  ).action(async (opts) => setCode(await createCommand(opts)));
+  ).action(async (opts) => setCode(await (await import('./commands/create.js')).createCommand(opts)));
 
   outputOptions(
     program
@@ -89,7 +85,7 @@ ${EXIT_DOC}`,
       .description('Show what a bundle holds (images, sizes, signer) from its manifest, instantly. Checks nothing: use verify.')
       .argument('<file>', 'the .airgap file')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n${EXIT_DOC}`),
-  ).action(async (file, opts) => setCode(await inspectCommand(file, opts)));
+  ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
 
   outputOptions(
     program
@@ -108,7 +104,7 @@ Example:
   $ bundle verify july.airgap --key site.pub
 ${EXIT_DOC}`,
       ),
-  ).action(async (file, opts) => setCode(await verifyCommand(file, opts)));
+  ).action(async (file, opts) => setCode(await (await import('./commands/verify.js')).verifyCommand(file, opts)));
 
   outputOptions(
     program
@@ -119,6 +115,7 @@ ${EXIT_DOC}`,
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
       .option('--dry-run', 'print the plan and push nothing')
+      .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
@@ -132,14 +129,16 @@ ${EXIT_DOC}`,
         'after',
         `
 Blobs the registry already has are skipped, so running it again after an interruption
-finishes the job; every byte is checked against its digest before it is sent on.
+finishes the job; an image whose tags already point at its digest is skipped whole
+(a registry accepts a manifest only when all it needs is there; --recheck looks anyway).
+Every byte is checked against its digest before it is sent on.
 
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
   $ oc apply -f airgap-push-out/idms.yaml
 ${EXIT_DOC}`,
       ),
-  ).action(async (file, opts) => setCode(await pushCommand(file, opts)));
+  ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));
 
   return program;
 }

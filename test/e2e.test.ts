@@ -128,7 +128,14 @@ describe('create, verify, push', () => {
       assert.equal(again.code, 0, again.stderr);
       const s2 = JSON.parse(again.stdout);
       assert.equal(s2.stats.blobsWritten, 0);
-      assert.ok(s2.stats.blobsSkipped > 0);
+      assert.equal(s2.stats.imagesSkipped, 4, 'every tag already points at its digest');
+      // --recheck walks every blob, and still uploads none.
+      const recheck = await runBundle(['push', bundle, '--to', `${dst.host}/mirror`, '--key', join(work, 'site.pub'), '--out-dir', outDir, '--json', '--recheck']);
+      assert.equal(recheck.code, 0, recheck.stderr);
+      const s3 = JSON.parse(recheck.stdout);
+      assert.equal(s3.stats.blobsWritten, 0);
+      assert.equal(s3.stats.manifestsWritten, 0);
+      assert.ok(s3.stats.blobsSkipped >= 10, JSON.stringify(s3.stats));
     } finally {
       await dst.stop();
     }

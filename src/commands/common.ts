@@ -6,7 +6,7 @@ export interface OutputOptions {
   json?: boolean;
 }
 
-export function progressFor(opts: OutputOptions): Progress {
+export function progressFor(opts: OutputOptions): Promise<Progress> {
   return Progress.detect(opts);
 }
 

@@ -34,7 +34,7 @@ export interface CreateOptions extends OutputOptions {
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
   const started = Date.now();
-  const progress = progressFor(opts);
+  const progress = await progressFor(opts);
   const config = await loadConfig(opts.config);
   for (const w of config.warnings) progress.warn(w);
   const output = resolvePath(opts.output);
@@ -139,7 +139,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
 }
 
 function sumStats(all: CopyStats[]): CopyStats {
-  const total: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0 };
+  const total: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0, imagesSkipped: 0 };
   for (const s of all) for (const k of Object.keys(total) as (keyof CopyStats)[]) total[k] += s[k];
   return total;
 }

@@ -19,6 +19,7 @@ export interface PushOptions extends OutputOptions {
   key?: string[];
   insecureSkipSignature?: boolean;
   dryRun?: boolean;
+  recheck?: boolean;
   outDir: string;
   concurrency: number;
   retries: number;
@@ -59,7 +60,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     throw new UsageError('push needs --key PUB (a trusted public key or a directory of them) to check who signed the bundle; --insecure-skip-signature pushes without that check');
   }
   const trusted = opts.key?.length ? await loadTrustedKeys(opts.key) : undefined;
-  const progress = progressFor(opts);
+  const progress = await progressFor(opts);
   const reader = await ArchiveReader.open(file);
   try {
     const sig = checkSignature(reader, trusted);
@@ -90,7 +91,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
       userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
     });
-    const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress });
+    const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
     progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
     const failures: { source: string; error: string }[] = [];
     const pushed: PushItem[] = [];
@@ -144,7 +145,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       const s = engine.stats;
       process.stdout.write(
         `pushed ${pushed.length} of ${plan.length} images to ${opts.to}: ${s.blobsWritten} blobs uploaded (${humanBytes(s.bytesWritten)}), ` +
-          `${s.blobsSkipped} already there, ${s.blobsMounted} mounted, ${s.manifestsWritten} manifests, in ${summary.seconds.toFixed(1)} s\n`,
+          `${s.blobsSkipped} already there, ${s.blobsMounted} mounted, ${s.manifestsWritten} manifests written` +
+          `${s.imagesSkipped ? `, ${s.imagesSkipped} images already complete` : ''}, in ${summary.seconds.toFixed(1)} s\n`,
       );
       if (files.length) process.stdout.write(`mirror configuration in ${outDir}: ${files.map((f) => f.split('/').pop()).join(', ')}\n`);
       for (const f of failures) process.stdout.write(`FAILED ${f.source}: ${f.error}\n`);

@@ -15,7 +15,7 @@ export async function verifyCommand(file: string, opts: VerifyOptions): Promise<
   const trusted = opts.key && opts.key.length > 0 ? await loadTrustedKeys(opts.key) : undefined;
   const reader = await ArchiveReader.open(file);
   try {
-    const progress = progressFor(opts);
+    const progress = await progressFor(opts);
     const report = await verifyBundle(reader, trusted, progress);
     if (opts.json) printJson({ file, ...report });
     else printReport(file, report);

@@ -35,6 +35,7 @@ export interface CopyStats {
   blobsMounted: number;
   bytesWritten: number;
   manifestsWritten: number;
+  imagesSkipped: number;
 }
 
 export interface CopyEngineOptions {
@@ -44,6 +45,12 @@ export interface CopyEngineOptions {
   retries?: number;
   /** Share one limit on concurrent transfers between engines. */
   limiter?: Limiter;
+  /**
+   * Skip an image whose every tag already points at its digest at the
+   * destination: a registry accepts a manifest only once everything it needs is
+   * there, so nothing below it needs checking. For registry destinations.
+   */
+  skipPresent?: boolean;
 }
 
 const TRANSIENT = /ECONNRESET|EPIPE|ETIMEDOUT|UND_ERR_SOCKET|UND_ERR_BODY_TIMEOUT|terminated|aborted|other side closed/i;
@@ -55,7 +62,7 @@ const TRANSIENT = /ECONNRESET|EPIPE|ETIMEDOUT|UND_ERR_SOCKET|UND_ERR_BODY_TIMEOU
  * its digest on the way, with bounded concurrency and retries.
  */
 export class CopyEngine {
-  readonly stats: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0 };
+  readonly stats: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0, imagesSkipped: 0 };
   private readonly limiter: Limiter;
   private readonly blobs = new Map<string, Promise<PutResult>>();
   private readonly firstTransfer = new Map<string, Promise<PutResult>>();
@@ -74,6 +81,11 @@ export class CopyEngine {
   }
 
   async copyImage(root: CopyRoot): Promise<CopiedImage> {
+    if (this.opts.skipPresent && root.tags.length > 0 && !root.platforms?.length && (await this.presentAtDestination(root))) {
+      this.stats.imagesSkipped++;
+      this.opts.progress?.item();
+      return { desc: root.desc, platforms: [] };
+    }
     const top = await this.fetchVerified(root.srcRepo, root.desc, root.label);
     const parsed = parseManifest(top, root.desc.mediaType, root.label);
     if (!parsed.isIndex || !root.platforms || root.platforms.length === 0) {
@@ -103,10 +115,21 @@ export class CopyEngine {
       JSON.stringify({ schemaVersion: 2, mediaType: parsed.mediaType, manifests: wanted }, null, 2) + '\n',
     );
     const desc: Descriptor = { mediaType: parsed.mediaType, digest: sha256Digest(subset), size: subset.length };
-    await this.dst.putManifest(root.dstRepo, desc, subset, root.tags);
-    this.stats.manifestsWritten++;
+    if ((await this.dst.putManifest(root.dstRepo, desc, subset, root.tags)) === 'written') this.stats.manifestsWritten++;
     this.opts.progress?.item();
     return { desc, platforms, filteredFrom: root.desc.digest };
+  }
+
+  private async presentAtDestination(root: CopyRoot): Promise<boolean> {
+    const found = await Promise.all(
+      root.tags.map((t) =>
+        this.dst.resolve(root.dstRepo, t).then(
+          (d) => d.digest === root.desc.digest,
+          () => false,
+        ),
+      ),
+    );
+    return found.every(Boolean);
   }
 
   private async platformOf(repo: string, config: Descriptor | undefined, label: string): Promise<string[]> {
@@ -152,8 +175,7 @@ export class CopyEngine {
     } else {
       await settleAll(parsed.blobs.map((b) => this.copyBlob(srcRepo, dstRepo, b, label)));
     }
-    await this.dst.putManifest(dstRepo, { ...desc, mediaType }, bytes, tags);
-    this.stats.manifestsWritten++;
+    if ((await this.dst.putManifest(dstRepo, { ...desc, mediaType }, bytes, tags)) === 'written') this.stats.manifestsWritten++;
     this.opts.progress?.bytes(bytes.length);
   }
 

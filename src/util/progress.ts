@@ -1,4 +1,7 @@
-import ora, { type Ora } from 'ora';
+import type { Ora, Options as OraOptions } from 'ora';
+
+/** ora is loaded only for a terminal: it costs a tenth of a second at start-up. */
+let ora: ((o: OraOptions) => Ora) | undefined;
 
 export type OutputMode = 'tty' | 'plain' | 'quiet' | 'json';
 
@@ -34,10 +37,14 @@ export class Progress {
     private readonly out: NodeJS.WriteStream = process.stderr,
   ) {}
 
-  static detect(opts: { quiet?: boolean; json?: boolean }): Progress {
+  static async detect(opts: { quiet?: boolean; json?: boolean }): Promise<Progress> {
     if (opts.json) return new Progress('json');
     if (opts.quiet) return new Progress('quiet');
-    return new Progress(process.stderr.isTTY && !process.env.CI ? 'tty' : 'plain');
+    if (process.stderr.isTTY && !process.env.CI) {
+      ora ??= (await import('ora')).default;
+      return new Progress('tty');
+    }
+    return new Progress('plain');
   }
 
   phase(name: string, itemsTotal = 0, bytesTotal = 0): void {
@@ -48,7 +55,7 @@ export class Progress {
     this.bytesTotal = bytesTotal;
     this.bytesDone = 0;
     this.phaseStart = Date.now();
-    if (this.mode === 'tty') {
+    if (this.mode === 'tty' && ora) {
       this.spinner = ora({ text: this.line(), stream: this.out }).start();
       this.timer = setInterval(() => {
         if (this.spinner) this.spinner.text = this.line();
