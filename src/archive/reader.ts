@@ -3,6 +3,7 @@
  * table and the last five frames; members are streamed on demand by seeking
  * through the seek table, and scanMembers() reads the whole file once.
  */
+import { createHash } from 'node:crypto';
 import { read as fsRead } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -45,6 +46,15 @@ export interface ScannedMember {
   type: string;
   /** The member's bytes; consume (or destroy) it before asking for the next member. */
   data: Readable;
+}
+
+/** A member as hashMembers() sees it: where it is and the sha256 of its data. */
+export interface HashedMember {
+  path: string;
+  size: number;
+  offset: number;
+  type: string;
+  digest: string;
 }
 
 /** A corrupt archive discovered while reading past open(). */
@@ -198,12 +208,60 @@ export class ArchiveReader implements ContentStore {
    */
   async *scanMembers(): AsyncGenerator<ScannedMember> {
     const src = new ByteSource(this.decodedFrom(0));
+    for await (const entry of this.entries(src, false)) {
+      const data = new MemberStream(src, entry.size);
+      yield { ...entry, data };
+      try {
+        await data.settle();
+      } catch (err) {
+        throw src.failure ?? err;
+      }
+      if (src.failure) throw src.failure;
+    }
+  }
+
+  /**
+   * The same pass, hashing each member's data on the way with no stream in
+   * between (the fast path of verify). `from`/`to` restrict it to frames
+   * [from, to): `from` must be a member's first header frame, and a range that
+   * stops before the last frame ends cleanly at a member boundary, so two
+   * ranges can be checked in parallel.
+   */
+  async *hashMembers(range: { from?: number; to?: number } = {}, onBytes?: (n: number) => void): AsyncGenerator<HashedMember> {
+    const from = range.from ?? 0;
+    const to = range.to ?? this.frames.length;
+    if (from < 0 || to > this.frames.length || from >= to) throw new BundleError(`bad frame range ${from}..${to} of ${this.path}`);
+    const src = new ByteSource(this.decodedFrom(from, to), this.frames[from]!.decompressedOffset);
+    for await (const entry of this.entries(src, to < this.frames.length)) {
+      const hash = createHash('sha256');
+      let left = entry.size;
+      while (left > 0) {
+        const piece = src.takeSync(left) ?? ((await src.fill()) ? src.takeSync(left) : null);
+        if (!piece) throw new ArchiveCorruptError(`${this.path}: the tar ends in the middle of ${entry.path} (truncated?)`);
+        hash.update(piece);
+        left -= piece.length;
+        onBytes?.(piece.length);
+      }
+      yield { ...entry, digest: `sha256:${hash.digest('hex')}` };
+    }
+  }
+
+  /**
+   * Tar entries from `src`; the consumer reads exactly `size` data bytes before
+   * asking for the next. `partial`: the source stops at a member boundary
+   * instead of the end-of-archive blocks.
+   */
+  private async *entries(src: ByteSource, partial: boolean): AsyncGenerator<Omit<ScannedMember, 'data'>> {
     let pendingName: string | undefined;
     let pendingSize: number | undefined;
     for (;;) {
       const block = await src.readExact(TAR_BLOCK);
-      if (!block) throw new ArchiveCorruptError(`${this.path}: the tar ends without its end-of-archive blocks (truncated?)`);
+      if (!block) {
+        if (partial && pendingName === undefined && pendingSize === undefined) return;
+        throw new ArchiveCorruptError(`${this.path}: the tar ends without its end-of-archive blocks (truncated?)`);
+      }
       if (isZeroBlock(block)) {
+        if (partial) throw new ArchiveCorruptError(`${this.path}: end-of-archive blocks at offset ${src.position - TAR_BLOCK}, before the last frame`);
         const second = await src.readExact(TAR_BLOCK);
         if (!second || !isZeroBlock(second)) throw new ArchiveCorruptError(`${this.path}: malformed tar end-of-archive`);
         if (await src.readUpTo(1)) throw new ArchiveCorruptError(`${this.path}: data after the tar end-of-archive`);
@@ -233,17 +291,30 @@ export class ArchiveReader implements ContentStore {
       const name = pendingName ?? header.name;
       const size = pendingSize ?? header.size;
       pendingName = pendingSize = undefined;
-      const offset = src.position;
-      const data = new MemberStream(src, size);
-      yield { path: name, size, offset, type: header.type ?? 'unknown', data };
-      try {
-        await data.settle();
-      } catch (err) {
-        throw src.failure ?? err;
-      }
-      if (src.failure) throw src.failure;
+      yield { path: name, size, offset: src.position, type: header.type ?? 'unknown' };
       await src.skip(padding(size));
     }
+  }
+
+  /**
+   * Where two halves of a scan can meet: the first header frame of the listed
+   * member whose data starts nearest the middle (undefined when none fits).
+   */
+  splitFrame(): number | undefined {
+    const total = this.frames.length ? this.frames[this.frames.length - 1]!.decompressedOffset : 0;
+    let best: number | undefined;
+    let bestDistance = Infinity;
+    for (const m of this.manifest.members) {
+      if (m.size === 0 || m.offset <= 0 || m.offset >= total) continue;
+      const distance = Math.abs(m.offset - total / 2);
+      if (distance >= bestDistance) continue;
+      const h = this.frameAt(m.offset - 1);
+      const f = this.frames[h]!;
+      if (h === 0 || f.decompressedOffset + f.decompressedSize !== m.offset) continue;
+      best = h;
+      bestDistance = distance;
+    }
+    return best;
   }
 
   // ---- ContentStore ----
@@ -371,7 +442,12 @@ class ByteSource {
   position = 0;
   failure: Error | undefined;
 
-  constructor(private readonly it: AsyncIterator<Buffer[]>) {}
+  constructor(
+    private readonly it: AsyncIterator<Buffer[]>,
+    start = 0,
+  ) {
+    this.position = start;
+  }
 
   /** Make a piece available; false at the end of the source. */
   async fill(): Promise<boolean> {

@@ -7,8 +7,9 @@
  *                pattern fails: `"linux" is not a platform; expected <x-expected>`;
  *   `x-expected` what is expected, used for pattern and type errors.
  */
-import { Ajv, type ErrorObject, type Options } from 'ajv';
+import type { Ajv, ErrorObject, Options } from 'ajv';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 export type PathSegment = string | number;
@@ -24,7 +25,9 @@ export interface SchemaProblem {
 
 /** Create an ajv instance that knows our annotation keywords (draft-07, the ajv default). */
 export function createAjv(opts: Options = {}): Ajv {
-  const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, ...opts });
+  // Loaded on first use: commands that only check a manifest run precompiled code.
+  const { Ajv: AjvClass } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+  const ajv = new AjvClass({ allErrors: true, verbose: true, strict: true, ...opts });
   ajv.addKeyword('x-what');
   ajv.addKeyword('x-expected');
   return ajv;

@@ -4,19 +4,29 @@
  * compiled once.
  */
 import type { ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
 import { BundleError } from '../util/errors.js';
 import type { BundleManifest } from './manifest.js';
 import { createAjv, describeAjvErrors, loadSchemaFile, problemText, type SchemaProblem } from './schema-problems.js';
+import { generatedFile, specFile } from '../util/package-root.js';
 
-export const MANIFEST_SCHEMA_URL = new URL('../../../spec/bundle-manifest.schema.json', import.meta.url);
+export const MANIFEST_SCHEMA_URL = specFile('bundle-manifest.schema.json');
 
 /** How many problems a message lists before "... and N more". */
 const MAX_PROBLEMS = 5;
 
 let compiled: ValidateFunction | undefined;
 
+/** The validator precompiled at build time (compile-schemas.ts), else compiled now. */
 function validator(): ValidateFunction {
-  if (!compiled) compiled = createAjv().compile(loadSchemaFile(MANIFEST_SCHEMA_URL));
+  if (!compiled) {
+    try {
+      const mod = createRequire(import.meta.url)(generatedFile('manifest-validator.cjs')) as ValidateFunction | { default: ValidateFunction };
+      compiled = typeof mod === 'function' ? mod : mod.default;
+    } catch {
+      compiled = createAjv().compile(loadSchemaFile(MANIFEST_SCHEMA_URL));
+    }
+  }
   return compiled;
 }
 

@@ -3,8 +3,9 @@
  * manifest, every member's size and digest in one sequential read, nothing
  * unlisted, and every image's graph complete.
  */
-import { createHash } from 'node:crypto';
-import type { ArchiveReader } from '../archive/reader.js';
+import { Worker } from 'node:worker_threads';
+import type { ArchiveReader, HashedMember } from '../archive/reader.js';
+import type { HashJob, HashWorkerMessage } from './hash-worker.js';
 import { parseManifest } from '../oci/manifest.js';
 import { verifyEnvelope } from '../sign/dsse.js';
 import type { TrustedKey } from '../sign/keys.js';
@@ -70,6 +71,54 @@ export function checkSignature(reader: ArchiveReader, trusted: TrustedKey[] | un
   return { status, problems };
 }
 
+/** Below this much data one thread is quicker than starting a second. */
+const PARALLEL_MIN_BYTES = 64 << 20;
+
+/**
+ * Every physical member with its digest, in archive order. A large bundle is
+ * hashed in two halves at once, one in a worker thread (both cores busy).
+ */
+async function hashAllMembers(reader: ArchiveReader, totalBytes: number, progress?: Progress): Promise<{ members: HashedMember[]; error?: string }> {
+  const onBytes = (n: number) => progress?.bytes(n);
+  const split = totalBytes >= PARALLEL_MIN_BYTES ? reader.splitFrame() : undefined;
+  const second = split === undefined ? undefined : hashInWorker({ file: reader.path, from: split, to: reader.frames.length }, onBytes);
+  const members: HashedMember[] = [];
+  let error: string | undefined;
+  try {
+    for await (const m of reader.hashMembers({ to: split }, onBytes)) members.push(m);
+  } catch (err) {
+    error = errorMessage(err);
+  }
+  if (second) {
+    const rest = await second;
+    members.push(...rest.members);
+    error ??= rest.error;
+  }
+  return { members, error };
+}
+
+function hashInWorker(job: HashJob, onBytes: (n: number) => void): Promise<{ members: HashedMember[]; error?: string }> {
+  return new Promise((resolve) => {
+    const worker = new Worker(new URL('./hash-worker.js', import.meta.url), { workerData: job });
+    let settled = false;
+    worker.on('message', (msg: HashWorkerMessage) => {
+      if (msg.kind === 'bytes') onBytes(msg.n);
+      else {
+        settled = true;
+        resolve({ members: msg.members, error: msg.error });
+      }
+    });
+    worker.on('error', (err) => {
+      if (!settled) resolve({ members: [], error: errorMessage(err) });
+      settled = true;
+    });
+    worker.on('exit', (code) => {
+      if (!settled) resolve({ members: [], error: `hashing thread exited with code ${code}` });
+      settled = true;
+    });
+  });
+}
+
 export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] | undefined, progress?: Progress): Promise<VerifyReport> {
   const { status, problems } = checkSignature(reader, trusted);
   let manifest: BundleManifest;
@@ -85,50 +134,36 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   const totalBytes = manifest.members.reduce((n, m) => n + m.size, 0);
   progress?.phase('checking every member', manifest.members.length, totalBytes);
 
-  try {
-    for await (const member of reader.scanMembers()) {
-      if (member.path === MANIFEST_MEMBER || member.path === SIGNATURE_MEMBER) {
-        member.data.resume();
-        continue;
-      }
-      if (member.type !== 'file') {
-        member.data.resume();
-        problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is a ${member.type} entry; a bundle holds only files` });
-        continue;
-      }
-      const entry = listed.get(member.path);
-      const hash = createHash('sha256');
-      let n = 0;
-      for await (const chunk of member.data) {
-        hash.update(chunk as Buffer);
-        n += (chunk as Buffer).length;
-        progress?.bytes((chunk as Buffer).length);
-      }
-      const digest = `sha256:${hash.digest('hex')}`;
-      if (!entry) {
-        problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is in the archive but not in the manifest` });
-        continue;
-      }
-      if (seen.has(member.path)) {
-        problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} appears more than once in the archive` });
-        continue;
-      }
-      seen.add(member.path);
-      progress?.item();
-      if (n !== entry.size || digest !== entry.digest) {
-        problems.push({
-          kind: 'corrupt',
-          member: member.path,
-          message: `${member.path}: expected ${entry.digest} (${entry.size} bytes), found ${digest} (${n} bytes)`,
-        });
-      } else if (member.offset !== entry.offset) {
-        problems.push({ kind: 'corrupt', member: member.path, message: `${member.path} is at offset ${member.offset}, the manifest says ${entry.offset}` });
-      } else {
-        good.add(member.path);
-      }
+  const { members: physical, error } = await hashAllMembers(reader, totalBytes, progress);
+  if (error) problems.push({ kind: 'archive', message: `the archive could not be read to its end: ${error}` });
+  for (const member of physical) {
+    if (member.path === MANIFEST_MEMBER || member.path === SIGNATURE_MEMBER) continue;
+    if (member.type !== 'file') {
+      problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is a ${member.type} entry; a bundle holds only files` });
+      continue;
     }
-  } catch (err) {
-    problems.push({ kind: 'archive', message: `the archive could not be read to its end: ${errorMessage(err)}` });
+    const entry = listed.get(member.path);
+    if (!entry) {
+      problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is in the archive but not in the manifest` });
+      continue;
+    }
+    if (seen.has(member.path)) {
+      problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} appears more than once in the archive` });
+      continue;
+    }
+    seen.add(member.path);
+    progress?.item();
+    if (member.size !== entry.size || member.digest !== entry.digest) {
+      problems.push({
+        kind: 'corrupt',
+        member: member.path,
+        message: `${member.path}: expected ${entry.digest} (${entry.size} bytes), found ${member.digest} (${member.size} bytes)`,
+      });
+    } else if (member.offset !== entry.offset) {
+      problems.push({ kind: 'corrupt', member: member.path, message: `${member.path} is at offset ${member.offset}, the manifest says ${entry.offset}` });
+    } else {
+      good.add(member.path);
+    }
   }
   progress?.finishPhase(problems.length === 0);
   for (const m of manifest.members) {

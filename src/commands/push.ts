@@ -151,6 +151,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       if (files.length) process.stdout.write(`mirror configuration in ${outDir}: ${files.map((f) => f.split('/').pop()).join(', ')}\n`);
       for (const f of failures) process.stdout.write(`FAILED ${f.source}: ${f.error}\n`);
     }
+    await dst.close();
     return failures.length ? 1 : 0;
   } finally {
     await reader.close();

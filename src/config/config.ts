@@ -37,10 +37,11 @@ import {
 } from '../bundle/schema-problems.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import { errorMessage, UsageError } from '../util/errors.js';
+import { specFile } from '../util/package-root.js';
 
 export const CONFIG_API_VERSION = 'airgap.bundle/v1alpha1';
 export const CONFIG_KIND = 'BundleConfig';
-export const CONFIG_SCHEMA_URL = new URL('../../../spec/bundle-config.schema.json', import.meta.url);
+export const CONFIG_SCHEMA_URL = specFile('bundle-config.schema.json');
 
 /** How many problems a refusal lists. */
 const MAX_PROBLEMS = 5;

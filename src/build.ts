@@ -1,0 +1,38 @@
+/**
+ * The build step after `tsc` (`npm run build`):
+ * 1. compiles the bundle manifest's JSON Schema into standalone validation code
+ *    with ajv (dist/generated/), so verify and push do not load and compile ajv
+ *    at every start (validate.ts falls back to compiling when it is missing);
+ * 2. bundles the CLI and the hashing worker into single files with esbuild
+ *    (dist/bundle/), which bin/bundle.js runs: one file to load instead of
+ *    hundreds of modules halves the start-up of a short command such as a
+ *    re-push onto a complete registry.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import standalone from 'ajv/dist/standalone/index.js';
+import { build } from 'esbuild';
+import { createAjv, loadSchemaFile } from './bundle/schema-problems.js';
+import { MANIFEST_SCHEMA_URL } from './bundle/validate.js';
+import { generatedFile, PACKAGE_ROOT } from './util/package-root.js';
+
+const validatorFile = generatedFile('manifest-validator.cjs');
+const ajv = createAjv({ code: { source: true } });
+const validate = ajv.compile(loadSchemaFile(MANIFEST_SCHEMA_URL));
+mkdirSync(dirname(validatorFile), { recursive: true });
+writeFileSync(validatorFile, `// Generated from spec/bundle-manifest.schema.json by src/build.ts: do not edit.\n${standalone.default(ajv, validate)}\n`);
+
+await build({
+  entryPoints: [join(PACKAGE_ROOT, 'dist/src/cli.js'), join(PACKAGE_ROOT, 'dist/src/bundle/hash-worker.js')],
+  entryNames: '[name]',
+  outdir: join(PACKAGE_ROOT, 'dist/bundle'),
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  // The native zstd binding and ajv (required lazily, by the generated validator too) stay in node_modules.
+  external: ['zstd-napi', 'ajv', 'esbuild'],
+  // Bundled CommonJS dependencies call require() for Node's built-ins.
+  banner: { js: "import { createRequire as __bundleRequire } from 'node:module'; const require = __bundleRequire(import.meta.url);" },
+  logLevel: 'warning',
+});
