@@ -21,6 +21,9 @@ import { decodeFrame, decodeSeekTable, parseSeekTableFooter, SEEK_TABLE_FOOTER_S
 const READ_BATCH = 8 * 1024 * 1024;
 /** Batches read ahead of the consumer. */
 const READ_AHEAD = 2;
+/** Member reads (push runs several at once) read one frame at a time, one ahead: memory stays flat. */
+const RANGE_BATCH = 1;
+const RANGE_AHEAD = 1;
 /** A frame whose compressed size exceeds this is refused (format 1.0 frames are far smaller). */
 const MAX_FRAME_COMPRESSED = 256 * 1024 * 1024;
 /** Manifests read into memory by fetchManifest/readMember may not exceed this. */
@@ -185,7 +188,7 @@ export class ArchiveReader implements ContentStore {
     const first = this.frameAt(offset);
     let skip = offset - this.frames[first]!.decompressedOffset;
     let left = size;
-    for await (const parts of this.decodedFrom(first, this.frameAt(offset + size - 1) + 1)) {
+    for await (const parts of this.decodedFrom(first, this.frameAt(offset + size - 1) + 1, RANGE_BATCH, RANGE_AHEAD)) {
       for (const part of parts) {
         if (skip >= part.length) {
           skip -= part.length;
@@ -231,7 +234,7 @@ export class ArchiveReader implements ContentStore {
     const from = range.from ?? 0;
     const to = range.to ?? this.frames.length;
     if (from < 0 || to > this.frames.length || from >= to) throw new BundleError(`bad frame range ${from}..${to} of ${this.path}`);
-    const src = new ByteSource(this.decodedFrom(from, to), this.frames[from]!.decompressedOffset);
+    const src = new ByteSource(this.decodedFrom(from, to, READ_BATCH, READ_AHEAD, true), this.frames[from]!.decompressedOffset);
     for await (const entry of this.entries(src, to < this.frames.length)) {
       const hash = createHash('sha256');
       let left = entry.size;
@@ -381,12 +384,24 @@ export class ArchiveReader implements ContentStore {
    * array per frame. Reads batches of whole frames, one batch ahead, so
    * disk reads (in libuv's pool) overlap with the consumer's work.
    */
-  private async *decodedFrom(from: number, to: number = this.frames.length): AsyncGenerator<Buffer[]> {
+  private async *decodedFrom(
+    from: number,
+    to: number = this.frames.length,
+    batchBytes = READ_BATCH,
+    ahead = READ_AHEAD,
+    /**
+     * Recycle read buffers: only for consumers that are done with every piece of a
+     * frame before asking for the next (hashMembers). Without garbage to collect,
+     * memory stays at a few batches whatever the file size.
+     */
+    recycle = false,
+  ): AsyncGenerator<Buffer[]> {
+    const pool: Buffer[] = [];
     const frames = this.frames;
     const batchEnd = (start: number): number => {
       let end = start;
       let bytes = 0;
-      while (end < to && (end === start || bytes + frames[end]!.compressedSize <= READ_BATCH)) {
+      while (end < to && (end === start || bytes + frames[end]!.compressedSize <= batchBytes)) {
         bytes += frames[end]!.compressedSize;
         end++;
       }
@@ -395,7 +410,8 @@ export class ArchiveReader implements ContentStore {
     const readBatch = (start: number, end: number): Promise<Buffer> => {
       const off = frames[start]!.compressedOffset;
       const len = frames[end - 1]!.compressedOffset + frames[end - 1]!.compressedSize - off;
-      const p = readAt(this.fh, off, len);
+      const spare = recycle && len <= batchBytes ? pool.pop() ?? Buffer.allocUnsafe(batchBytes) : undefined;
+      const p = readAt(this.fh, off, len, spare);
       p.catch(() => undefined); // awaited later; never an unhandled rejection
       return p;
     };
@@ -403,16 +419,20 @@ export class ArchiveReader implements ContentStore {
     const inflight: { start: number; end: number; data: Promise<Buffer> }[] = [];
     let nextStart = from;
     const refill = (): void => {
-      while (inflight.length < READ_AHEAD && nextStart < to) {
+      while (inflight.length < ahead && nextStart < to) {
         const end = batchEnd(nextStart);
         inflight.push({ start: nextStart, end, data: readBatch(nextStart, end) });
         nextStart = end;
       }
     };
     refill();
+    let previous: Buffer | undefined;
     while (inflight.length > 0) {
       const batch = inflight.shift()!;
       const buf = await batch.data;
+      // Every piece of the previous batch has been consumed by now: its buffer is free.
+      if (recycle && previous && previous.buffer.byteLength === batchBytes) pool.push(Buffer.from(previous.buffer, previous.byteOffset, batchBytes));
+      previous = buf;
       refill();
       const curStart = batch.start;
       const curEnd = batch.end;
@@ -579,8 +599,8 @@ class MemberStream extends Readable {
  * callback fs.read on the raw fd: it costs the main thread noticeably less
  * per call than FileHandle.read, which matters for the full-file scan.
  */
-async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+async function readAt(fh: FileHandle, position: number, length: number, into?: Buffer): Promise<Buffer> {
+  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
     const n = await new Promise<number>((resolve, reject) => {

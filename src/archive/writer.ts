@@ -25,6 +25,8 @@ import { encodeRawFrame, encodeSeekTable, FrameCompressor, type SeekEntry } from
 
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
 export const DEFAULT_LEVEL = 3;
+/** Largest raw (stored) data frame. */
+export const RAW_CHUNK_SIZE = 1024 * 1024;
 /** Largest chunk size accepted: frames must stay well inside a decoder's default window limit. */
 export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
 /** Control members (manifest, signature) live in one data frame each and may not exceed this. */
@@ -419,8 +421,12 @@ export class ArchiveWriter implements WritableContentStore {
       let partsBytes = 0;
       const emit = (final: boolean): void => {
         // The last chunk is held back until the end so the tar padding can join it.
-        while (partsBytes > this.chunkSize || (final && partsBytes > 0)) {
-          const take = Math.min(this.chunkSize, partsBytes);
+        raw ??= looksCompressed(headBytes(parts, 8));
+        // Stored (raw) frames are kept small: readers of several blobs at once then hold
+        // little each; compressed frames stay large for a better ratio.
+        const limit = raw ? Math.min(this.chunkSize, RAW_CHUNK_SIZE) : this.chunkSize;
+        while (partsBytes > limit || (final && partsBytes > 0)) {
+          const take = Math.min(limit, partsBytes);
           const frameParts: Buffer[] = [];
           let need = take;
           while (need > 0) {
@@ -436,7 +442,6 @@ export class ArchiveWriter implements WritableContentStore {
             }
           }
           partsBytes -= take;
-          raw ??= looksCompressed(headBytes(frameParts, 8));
           if (final && partsBytes === 0) {
             const pad = padding(desc.size);
             if (pad) frameParts.push(Buffer.alloc(pad));
