@@ -173,6 +173,50 @@ describe('create, verify, push', () => {
   });
 });
 
+describe('platforms', () => {
+  it('one platform of an index keeps that platform\'s manifest, byte for byte, under the tag', async () => {
+    const cfg = join(work, 'arm.yaml');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${src.host}/ns/multi:latest\n    platforms: [linux/arm64]\n`);
+    const file = join(work, 'arm.airgap');
+    const c = await runBundle(['create', '-c', cfg, '-o', file, '--sign-key', join(work, 'site.key'), '--json']);
+    assert.equal(c.code, 0, c.stderr);
+    const inspect = JSON.parse((await runBundle(['inspect', file, '--json'])).stdout);
+    const index = JSON.parse((await skopeoInspectRaw(`docker://${src.host}/ns/multi:latest`)).toString());
+    const arm = index.manifests.find((m: { platform: { architecture: string } }) => m.platform.architecture === 'arm64');
+    assert.equal(inspect.images[0].digest, arm.digest);
+    assert.deepEqual(inspect.images[0].platforms, ['linux/arm64/v8']);
+    assert.equal(inspect.images[0].filteredFrom, sourceRefs[`${src.host}/ns/multi:latest`]);
+    const dst = await startRegistry();
+    try {
+      const p = await runBundle(['push', file, '--to', dst.host, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'arm-out')]);
+      assert.equal(p.code, 0, p.stdout + p.stderr);
+      const pushed = await skopeoInspectRaw(`docker://${dst.host}/ns/multi:latest`);
+      assert.ok(pushed.equals(await skopeoInspectRaw(`docker://${src.host}/ns/multi@${arm.digest}`)));
+    } finally {
+      await dst.stop();
+    }
+  });
+
+  it('every platform of an index keeps the index itself', async () => {
+    const cfg = join(work, 'both.yaml');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${src.host}/ns/multi:latest\n    platforms: [linux/amd64, linux/arm64]\n`);
+    const file = join(work, 'both.airgap');
+    assert.equal((await runBundle(['create', '-c', cfg, '-o', file])).code, 0);
+    const inspect = JSON.parse((await runBundle(['inspect', file, '--json'])).stdout);
+    assert.equal(inspect.images[0].digest, sourceRefs[`${src.host}/ns/multi:latest`]);
+    assert.equal(inspect.images[0].filteredFrom, undefined);
+  });
+
+  it('a platform the index does not have is a clear error', async () => {
+    const cfg = join(work, 'none.yaml');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${src.host}/ns/multi:latest\n    platforms: [linux/s390x]\n`);
+    const r = await runBundle(['create', '-c', cfg, '-o', join(work, 'none.airgap')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no platform linux\/s390x in the index \(it has linux\/amd64, linux\/arm64\/v8\)/);
+    assertNoStack(r);
+  });
+});
+
 describe('interrupted push', () => {
   it('a second run finishes the job and re-sends nothing that landed', async () => {
     const dst = await startRegistry();

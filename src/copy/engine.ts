@@ -88,7 +88,9 @@ export class CopyEngine {
     }
     const top = await this.fetchVerified(root.srcRepo, root.desc, root.label);
     const parsed = parseManifest(top, root.desc.mediaType, root.label);
-    if (!parsed.isIndex || !root.platforms || root.platforms.length === 0) {
+    const wanted = parsed.manifests.filter((m) => root.platforms?.some((p) => platformMatches(m.platform, p)));
+    // Platforms that pick every entry of the index keep the index as it is.
+    if (!parsed.isIndex || !root.platforms || root.platforms.length === 0 || wanted.length === parsed.manifests.length) {
       await this.copyTree(root.srcRepo, root.dstRepo, root.desc, top, root.label, root.tags);
       const platforms = parsed.isIndex
         ? parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p)
@@ -96,7 +98,6 @@ export class CopyEngine {
       this.opts.progress?.item();
       return { desc: root.desc, platforms };
     }
-    const wanted = parsed.manifests.filter((m) => root.platforms!.some((p) => platformMatches(m.platform, p)));
     if (wanted.length === 0) {
       const have = parsed.manifests.map((m) => platformString(m.platform)).filter(Boolean).join(', ');
       throw new BundleError(`${root.label}: no platform ${root.platforms.join(', ')} in the index (it has ${have || 'none'})`);

@@ -7,7 +7,7 @@
 import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { rootCertificates } from 'node:tls';
-import { Agent } from 'undici';
+import { Agent } from './undici-agent.js';
 import { isLoopbackHost } from '../oci/reference.js';
 import { UsageError } from '../util/errors.js';
 
