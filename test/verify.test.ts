@@ -6,13 +6,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { ArchiveReader } from '../src/archive/reader.js';
 import { ArchiveWriter } from '../src/archive/writer.js';
 import { verifyBundle } from '../src/bundle/verify.js';
+import { flipByteAfter } from './helpers/tamper.js';
 
 const LAYER = 40 << 20;
 let dir: string;
@@ -61,18 +62,6 @@ async function verifyFile(path: string) {
   }
 }
 
-async function flipAt(path: string, needle: Buffer): Promise<void> {
-  const whole = await readFile(path);
-  const at = whole.indexOf(needle);
-  assert.ok(at > 0, 'blob bytes found in the file');
-  const fh = await open(path, 'r+');
-  const b = Buffer.alloc(1);
-  await fh.read(b, 0, 1, at + 7);
-  b[0] = b[0]! ^ 0x01;
-  await fh.write(b, 0, 1, at + 7);
-  await fh.close();
-}
-
 describe('verify in two halves', () => {
   it('a whole bundle passes, and it is split between two threads', async () => {
     const { report, split, frames } = await verifyFile(file);
@@ -88,7 +77,7 @@ describe('verify in two halves', () => {
     it(`a flipped byte in the ${half} half is named`, async () => {
       const copy = join(dir, `flip-${i}.airgap`);
       await copyFile(file, copy);
-      await flipAt(copy, layers[i]!.needle);
+      await flipByteAfter(copy, layers[i]!.needle, 7, 0x01);
       const { report } = await verifyFile(copy);
       assert.equal(report.ok, false);
       assert.equal(report.problems.length, 1, JSON.stringify(report.problems));

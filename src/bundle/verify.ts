@@ -7,12 +7,12 @@ import { Worker } from 'node:worker_threads';
 import type { ArchiveReader, HashedMember } from '../archive/reader.js';
 import type { HashJob, HashWorkerMessage } from './hash-worker.js';
 import { parseManifest } from '../oci/manifest.js';
-import { verifyEnvelope } from '../sign/dsse.js';
 import type { TrustedKey } from '../sign/keys.js';
+import { checkSignature, type SignatureStatus } from './trust.js';
 import { errorMessage } from '../util/errors.js';
 import { digestHex } from '../util/digest.js';
 import type { Progress } from '../util/progress.js';
-import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
+import { MANIFEST_MEMBER, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
 import { validateManifest } from './validate.js';
 
 export type ProblemKind = 'signature' | 'manifest' | 'missing' | 'corrupt' | 'unlisted' | 'incomplete' | 'archive';
@@ -25,15 +25,6 @@ export interface VerifyProblem {
   images?: string[];
 }
 
-export interface SignatureStatus {
-  checked: boolean;
-  trusted: boolean;
-  /** keyids of trusted keys whose signature is valid. */
-  signedBy: string[];
-  /** keyids present in the envelope. */
-  keyids: string[];
-}
-
 export interface VerifyReport {
   ok: boolean;
   signature: SignatureStatus;
@@ -41,34 +32,6 @@ export interface VerifyReport {
   members: number;
   bytes: number;
   problems: VerifyProblem[];
-}
-
-/** The signature check shared by verify and push. */
-export function checkSignature(reader: ArchiveReader, trusted: TrustedKey[] | undefined): { status: SignatureStatus; problems: VerifyProblem[] } {
-  const keyids = reader.envelope.signatures.map((s) => s.keyid);
-  const status: SignatureStatus = { checked: !!trusted, trusted: false, signedBy: [], keyids };
-  const problems: VerifyProblem[] = [];
-  if (!trusted) return { status, problems };
-  if (reader.envelope.payloadType !== MANIFEST_PAYLOAD_TYPE) {
-    problems.push({ kind: 'signature', message: `signature envelope has payload type ${reader.envelope.payloadType}, expected ${MANIFEST_PAYLOAD_TYPE}` });
-    return { status, problems };
-  }
-  const result = verifyEnvelope(reader.envelope, trusted);
-  status.signedBy = result.trustedSigners.map((k) => k.keyid);
-  if (!result.payload.equals(reader.manifestBytes)) {
-    problems.push({ kind: 'signature', member: MANIFEST_MEMBER, message: `${MANIFEST_MEMBER} is not the manifest that was signed (edited after signing)` });
-  } else if (status.signedBy.length === 0) {
-    const why =
-      keyids.length === 0
-        ? 'the bundle is not signed'
-        : result.invalid.length > 0
-          ? `the signature by key ${result.invalid.join(', ')} does not match the manifest (tampered)`
-          : `signed by key ${keyids.join(', ')}, which is not among the trusted keys`;
-    problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: why });
-  } else {
-    status.trusted = true;
-  }
-  return { status, problems };
 }
 
 /** Below this much data one thread is quicker than starting a second. */

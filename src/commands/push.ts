@@ -2,7 +2,7 @@ import { resolve as resolvePath } from 'node:path';
 import { ArchiveReader } from '../archive/reader.js';
 import type { BundleImage } from '../bundle/manifest.js';
 import { validateManifest } from '../bundle/validate.js';
-import { checkSignature } from '../bundle/verify.js';
+import { checkSignature } from '../bundle/trust.js';
 import { CopyEngine } from '../copy/engine.js';
 import { parseReference, repositoryName } from '../oci/reference.js';
 import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';

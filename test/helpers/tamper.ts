@@ -3,7 +3,8 @@
  * editor and this format's spec would: the frames are rebuilt, the seek table
  * updated, so the file is still a well-formed archive; only the content lies.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import assert from 'node:assert/strict';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { decodeSeekTable, encodeRawFrame, encodeSeekTable, parseSeekTableFooter, decodeFrame, SEEK_TABLE_FOOTER_SIZE } from '../../src/archive/zstd-frames.js';
 import { CONTROL_FRAMES } from '../../src/archive/reader.js';
 
@@ -32,4 +33,20 @@ export async function rewriteControlMember(file: string, which: 'manifest' | 'si
   frames[index] = Buffer.concat(frame.buffers);
   entries[index] = { compressedSize: frame.size, decompressedSize: frame.contentSize };
   await writeFile(file, Buffer.concat([...frames, encodeSeekTable(entries)]));
+}
+
+/** Flip one byte of a stored blob in place: find `needle` (bytes of the blob) in the file, flip the byte `skip` past it. */
+export async function flipByteAfter(path: string, needle: Buffer, skip: number, mask = 0xff): Promise<void> {
+  const whole = await readFile(path);
+  const at = whole.indexOf(needle);
+  assert.ok(at > 0, 'the blob\'s bytes are found in the file (stored raw)');
+  const fh = await open(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, at + skip);
+    b[0] = b[0]! ^ mask;
+    await fh.write(b, 0, 1, at + skip);
+  } finally {
+    await fh.close();
+  }
 }
