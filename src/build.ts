@@ -35,4 +35,20 @@ await build({
   // Bundled CommonJS dependencies call require() for Node's built-ins.
   banner: { js: "import { createRequire as __bundleRequire } from 'node:module'; const require = __bundleRequire(import.meta.url);" },
   logLevel: 'warning',
+  plugins: [
+    {
+      // undici's HTTP/2 client loads node:http2 (the slowest built-in to load) at start-up;
+      // registries are spoken to over HTTP/1.1 here (allowH2 is never set), so leave it out.
+      name: 'no-http2',
+      setup(b) {
+        b.onResolve({ filter: /^\.\/client-h2\.js$/ }, (args) =>
+          args.importer.includes(`${join('undici', 'lib', 'dispatcher')}`) ? { path: 'client-h2', namespace: 'no-http2' } : undefined,
+        );
+        b.onLoad({ filter: /.*/, namespace: 'no-http2' }, () => ({
+          contents: "module.exports = function connectH2 () { throw new Error('HTTP/2 is not used by airgap-bundle') }",
+          loader: 'js',
+        }));
+      },
+    },
+  ],
 });

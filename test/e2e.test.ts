@@ -391,6 +391,21 @@ describe('clear errors', () => {
       assert.doesNotMatch(r.stderr + r.stdout, /wrong-password-123/);
       assert.doesNotMatch(r.stderr + r.stdout, new RegExp(Buffer.from('alice:wrong-password-123').toString('base64')));
       assertNoStack(r);
+
+      // The right password works, and no credential reaches the bundle or the output.
+      await skopeoCopy(set.layoutDir, 'app-one', `${secured.host}/ns/app:1`, ['--dest-creds', 'alice:right-password']);
+      const good = join(work, 'auth-good.json');
+      await writeFile(good, JSON.stringify({ auths: { [secured.host]: { auth: Buffer.from('alice:right-password').toString('base64') } } }));
+      const out = join(work, 'secured.airgap');
+      const ok = await runBundle(['create', '-c', cfg, '-o', out, '--authfile', good, '--json']);
+      assert.equal(ok.code, 0, ok.stderr);
+      // Decompressed, so that nothing hides inside a compressed frame.
+      const { stdout: bytes } = await run('zstd', ['-dc', out], { encoding: 'buffer', maxBuffer: 64 << 20 });
+      assert.ok(bytes.length > 100_000);
+      for (const secret of ['right-password', Buffer.from('alice:right-password').toString('base64')]) {
+        assert.equal(bytes.indexOf(secret), -1, 'no credential in the bundle');
+        assert.doesNotMatch(ok.stdout + ok.stderr, new RegExp(secret));
+      }
     } finally {
       await secured.stop();
     }
