@@ -25,6 +25,9 @@ writeFileSync(validatorFile, `// Generated from spec/bundle-manifest.schema.json
 await build({
   entryPoints: [join(PACKAGE_ROOT, 'dist/src/cli.js'), join(PACKAGE_ROOT, 'dist/src/bundle/hash-worker.js')],
   entryNames: '[name]',
+  // Each command's code (and ora, only on a terminal) in chunks of their own, loaded when used.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   outdir: join(PACKAGE_ROOT, 'dist/bundle'),
   bundle: true,
   platform: 'node',
