@@ -14,6 +14,7 @@ import { ArchiveReader } from '../src/archive/reader.js';
 import { ArchiveWriter } from '../src/archive/writer.js';
 import { verifyBundle } from '../src/bundle/verify.js';
 import { flipByteAfter } from './helpers/tamper.js';
+import { runBundle } from './helpers/cli.js';
 
 const LAYER = 40 << 20;
 let dir: string;
@@ -68,6 +69,12 @@ describe('verify in two halves', () => {
     assert.equal(report.ok, true, JSON.stringify(report.problems));
     assert.equal(report.members, 6); // oci-layout, 2 layers, config, manifest, index.json
     assert.ok(split !== undefined && split > 0 && split < frames, 'a split point exists');
+  });
+
+  it('the CLI (the bundled build, whose worker lives elsewhere) verifies it too', async () => {
+    const r = await runBundle(['verify', file, '--json']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(JSON.parse(r.stdout).ok, true);
   });
 
   for (const [i, half] of [

@@ -3,6 +3,7 @@
  * manifest, every member's size and digest in one sequential read, nothing
  * unlisted, and every image's graph complete.
  */
+import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { ArchiveReader, HashedMember } from '../archive/reader.js';
 import type { HashJob, HashWorkerMessage } from './hash-worker.js';
@@ -60,9 +61,15 @@ async function hashAllMembers(reader: ArchiveReader, totalBytes: number, progres
   return { members, error };
 }
 
+/** hash-worker.js beside this module (tsc output) or above it (the bundle keeps shared code in chunks/). */
+function workerFile(): URL {
+  const beside = new URL('./hash-worker.js', import.meta.url);
+  return existsSync(beside) ? beside : new URL('../hash-worker.js', import.meta.url);
+}
+
 function hashInWorker(job: HashJob, onBytes: (n: number) => void): Promise<{ members: HashedMember[]; error?: string }> {
   return new Promise((resolve) => {
-    const worker = new Worker(new URL('./hash-worker.js', import.meta.url), { workerData: job });
+    const worker = new Worker(workerFile(), { workerData: job });
     let settled = false;
     worker.on('message', (msg: HashWorkerMessage) => {
       if (msg.kind === 'bytes') onBytes(msg.n);
