@@ -353,7 +353,7 @@ async function main(): Promise<void> {
       show(cmd.bundlePush('DST')),
       show(cmd.skopeoUnpack),
       show(cmd.skopeoPushSync('DST')),
-      '# every command runs under: /usr/bin/time -f "%M %U %S" (peak RSS, CPU), timed with performance.now()',
+      '# every command runs under: /usr/bin/time -f "%M %U %S" (peak RSS, CPU), timed with performance.now(), after an untimed `sync`',
       '```',
       '',
     ];

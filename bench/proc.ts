@@ -33,6 +33,9 @@ export function show(argv: string[]): string {
 /** Run argv under GNU time; resolve with wall time measured here and peak RSS. Throws on non-zero exit unless allowFail. */
 export function run(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; allowFail?: boolean } = {}): Promise<RunOutcome> {
   const rssFile = path.join(rssDir, `${++rssSeq}.txt`);
+  // Every measured command starts on a quiet disk: the previous one's dirty pages are
+  // written out first (not timed), so its write-back does not land on whoever runs next.
+  spawnSync('sync');
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(GNU_TIME, ['-f', '%M %U %S', '-o', rssFile, ...argv], {
