@@ -47,6 +47,12 @@ export function planPush(images: BundleImage[], target: PushTarget): PushItem[] 
   });
 }
 
+/** Whether a source reference starts with a registry host (`example.com/ns/app:1`, not `app:1`). */
+function namesRegistry(source: string): boolean {
+  const first = source.split('/')[0]!;
+  return source.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost');
+}
+
 /** `host/repo` of a registry image; the bare name of a layout image not named by a full reference. */
 function sourceRepository(image: BundleImage): string {
   if (image.origin === 'registry' || image.source.includes('/')) return repositoryName(parseReference(image.source));
@@ -116,7 +122,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     progress.finishPhase(failures.length === 0);
 
     const mappings: MirrorMapping[] = pushed
-      .filter((p) => p.image.origin === 'registry')
+      // Images from OCI layouts count when they are named by a full reference (registry host included).
+      .filter((p) => p.image.origin === 'registry' || namesRegistry(p.image.source))
       .map((p) => {
         const src = parseReference(p.image.source);
         return {
