@@ -347,6 +347,37 @@ describe('digests', () => {
   });
 });
 
+describe('interrupted create', () => {
+  it('Ctrl-C leaves no half-written file behind', async () => {
+    const proxy = await startProxy(src.host, {
+      faults: [{ match: (r) => r.method === 'GET' && r.path.includes('/blobs/'), times: 1000, kind: 'delay', delayMs: 3000 }],
+    });
+    try {
+      const dir = await mkdtemp(join(tmpdir(), 'bundle-sigint-'));
+      const cfg = join(dir, 'c.yaml');
+      await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${proxy.host}/ns/app-one:1.0\n`);
+      const r = await runBundle(['create', '-c', cfg, '-o', join(dir, 'x.airgap')], {
+        onSpawn: (child) => {
+          // Interrupt once the download has begun (the partial file exists by then).
+          const poll = setInterval(async () => {
+            if ((await readdir(dir)).some((f) => f.includes('.partial-'))) {
+              clearInterval(poll);
+              child.kill('SIGINT');
+            }
+          }, 50);
+          child.on('close', () => clearInterval(poll));
+        },
+      });
+      assert.equal(r.code, 130, r.stderr);
+      assert.match(r.stderr, /interrupted \(SIGINT\)/);
+      assert.deepEqual((await readdir(dir)).sort(), ['c.yaml']);
+      await rm(dir, { recursive: true, force: true });
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
 describe('clear errors', () => {
   it('a bad config is refused before any download, with the path inside it', async () => {
     const bad = join(work, 'bad.yaml');

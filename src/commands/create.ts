@@ -1,5 +1,6 @@
-import { stat } from 'node:fs/promises';
-import { resolve as resolvePath } from 'node:path';
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
 import { loadConfig } from '../config/config.js';
@@ -38,6 +39,11 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const config = await loadConfig(opts.config);
   for (const w of config.warnings) progress.warn(w);
   const output = resolvePath(opts.output);
+  const dir = await stat(dirname(output)).catch(() => undefined);
+  if (!dir?.isDirectory()) throw new UsageError(`-o ${opts.output}: the folder ${dirname(output)} does not exist`);
+  await access(dirname(output), constants.W_OK).catch(() => {
+    throw new UsageError(`-o ${opts.output}: the folder ${dirname(output)} is not writable`);
+  });
   const existing = await stat(output).catch(() => undefined);
   if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the .airgap file to write`);
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
@@ -74,6 +80,14 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   progress.finishPhase();
 
   const writer = await ArchiveWriter.create(output, { level: opts.level });
+  // Interrupted (Ctrl-C, a service stop): leave no half-written file behind.
+  const interrupted = (signal: NodeJS.Signals) => {
+    progress.finishPhase(false);
+    process.stderr.write(`interrupted (${signal}): removing ${writer.tempPath}\n`);
+    void writer.abort().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   const limiter = new Limiter(opts.concurrency);
   const engines = new Map<ContentStore, CopyEngine>();
   const images: BundleImage[] = [];

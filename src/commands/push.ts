@@ -97,6 +97,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
       userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
     });
+    // One clear failure up front for an unreachable registry or wrong credentials, not one per image.
+    await dst.client.ping();
     const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
     progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
     const failures: { source: string; error: string }[] = [];

@@ -12,13 +12,17 @@ export interface RunResult {
 }
 
 /** Run the real CLI in a child process, as a user would. */
-export function runBundle(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<RunResult> {
+export function runBundle(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; onSpawn?: (child: import('node:child_process').ChildProcess) => void } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: opts.cwd ?? ROOT,
       env: { ...process.env, CI: 'true', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    opts.onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

@@ -22,7 +22,9 @@ export interface Fault {
   /** How many matching requests fail (then the fault is spent). */
   times: number;
   /** `corrupt` forwards the request and flips one byte of the answer's body. */
-  kind: 503 | 500 | 429 | 'drop' | 'corrupt';
+  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'delay';
+  /** For `delay`: how long to hold the request before forwarding it. */
+  delayMs?: number;
   /** Retry-After value sent with 429/503. */
   retryAfter?: string;
 }
@@ -160,6 +162,10 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       }
       if (fault.kind === 'corrupt') {
         forward(target, req, res, record, true);
+        return;
+      }
+      if (fault.kind === 'delay') {
+        setTimeout(() => forward(target, req, res, record), fault.delayMs ?? 1000);
         return;
       }
       record.status = fault.kind;
