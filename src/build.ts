@@ -8,7 +8,7 @@
  *    hundreds of modules halves the start-up of a short command such as a
  *    re-push onto a complete registry.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import standalone from 'ajv/dist/standalone/index.js';
 import { build } from 'esbuild';
@@ -22,6 +22,8 @@ const validate = ajv.compile(loadSchemaFile(MANIFEST_SCHEMA_URL));
 mkdirSync(dirname(validatorFile), { recursive: true });
 writeFileSync(validatorFile, `// Generated from spec/bundle-manifest.schema.json by src/build.ts: do not edit.\n${standalone.default(ajv, validate)}\n`);
 
+// A fresh folder: chunk names carry content hashes, so old ones would pile up.
+rmSync(join(PACKAGE_ROOT, 'dist/bundle'), { recursive: true, force: true });
 await build({
   entryPoints: [join(PACKAGE_ROOT, 'dist/src/cli.js'), join(PACKAGE_ROOT, 'dist/src/bundle/hash-worker.js')],
   entryNames: '[name]',
