@@ -437,7 +437,7 @@ describe('TLS and redirects', () => {
     assert.equal(await withDir.baseUrl(), `https://${secure.host}`);
   });
 
-  it('a plain-HTTP loopback registry works without flags (https tried first)', async () => {
+  it('a plain-HTTP loopback registry works without flags (plain HTTP tried first)', async () => {
     const c = client(reg.host);
     await c.ping();
     assert.equal(await c.baseUrl(), `http://${reg.host}`);
@@ -611,7 +611,8 @@ describe('parsing and lookup', () => {
   it('plain HTTP only for loopback or tlsVerify=false', () => {
     assert.deepEqual(schemesFor('registry.corp:5000', {}), ['https']);
     assert.deepEqual(schemesFor('registry.corp:5000', { tlsVerify: false }), ['https', 'http']);
-    assert.deepEqual(schemesFor('localhost:5000', {}), ['https', 'http']);
+    assert.deepEqual(schemesFor('localhost:5000', {}), ['http', 'https']);
+    assert.deepEqual(schemesFor('localhost:5000', { tlsVerify: false }), ['https', 'http']);
   });
 
   it('auth files: Docker Hub key forms, longest repository match, env order', async () => {

@@ -125,16 +125,21 @@ export class RegistryClient {
 
   private async detectOrigin(): Promise<URL> {
     if (this.schemes.length === 1) return new URL(`${this.schemes[0]}://${this.host}/`);
-    const https = new URL(`https://${this.host}/`);
-    try {
-      const res = await this.transport.request({ method: 'GET', url: new URL('/v2/', https) }, { retries: false });
-      await res.body.dump().catch(() => undefined);
-      return https;
-    } catch (err) {
-      // A certificate problem means the server does speak TLS: keep https so the error surfaces.
-      if (TLS_CERT_CODES.has(errorCode(err))) return https;
-      return new URL(`http://${this.host}/`);
+    for (const scheme of this.schemes) {
+      const base = new URL(`${scheme}://${this.host}/`);
+      try {
+        const res = await this.transport.request({ method: 'GET', url: new URL('/v2/', base) }, { retries: false });
+        await res.body.dump().catch(() => undefined);
+        // A TLS port answers a plain-HTTP request with 400 (Go, nginx): the registry speaks https.
+        if (scheme === 'http' && res.status === 400) continue;
+        return base;
+      } catch (err) {
+        // A certificate problem means the server does speak TLS: keep https so the error surfaces.
+        if (scheme === 'https' && TLS_CERT_CODES.has(errorCode(err))) return base;
+      }
     }
+    // Nothing answered: the real request will fail and say why, over plain HTTP when that is allowed.
+    return new URL(`${this.schemes.includes('http') ? 'http' : 'https'}://${this.host}/`);
   }
 
   /** Base URL in use (after scheme detection). */

@@ -80,11 +80,14 @@ export function loadTlsMaterial(host: string, opts: TlsOptions): TlsMaterial {
 }
 
 /**
- * Schemes to try, in order. https only, unless TLS verification is off or the
- * host is loopback: then https first, plain http as the fallback.
+ * Schemes to try, in order. https only, unless TLS verification is off (then
+ * https first and plain http as the fallback, as skopeo does) or the host is
+ * loopback (then plain http first: a local registry usually speaks it, and a
+ * TLS one answers plain HTTP with 400, which sends the client to https).
  */
 export function schemesFor(host: string, opts: TlsOptions): Array<'https' | 'http'> {
-  if (opts.tlsVerify === false || isLoopbackHost(host)) return ['https', 'http'];
+  if (opts.tlsVerify === false) return ['https', 'http'];
+  if (isLoopbackHost(host)) return ['http', 'https'];
   return ['https'];
 }
 
