@@ -347,6 +347,39 @@ describe('digests', () => {
   });
 });
 
+describe('create --continue-on-error', () => {
+  it('bundles what it can, lists what failed, and exits 1', async () => {
+    const proxy = await startProxy(src.host, {
+      // Every blob of app-two breaks off mid-way (its first layer is unique to it).
+      faults: [{ match: (r) => r.method === 'GET' && r.path.startsWith('/v2/ns/app-two/blobs/'), times: 1000, kind: 'drop' }],
+    });
+    try {
+      const cfg = join(work, 'partial.yaml');
+      await writeFile(
+        cfg,
+        `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${proxy.host}/ns/app-one:1.0\n  - ${proxy.host}/ns/app-two:2.0\n  - ${proxy.host}/ns/missing:1\n`,
+      );
+      const out = join(work, 'partial.airgap');
+      const r = await runBundle(['create', '-c', cfg, '-o', out, '--continue-on-error', '--retries', '1', '--json']);
+      assert.equal(r.code, 1, r.stderr);
+      const summary = JSON.parse(r.stdout);
+      assert.deepEqual(summary.failed.map((f: { source: string }) => f.source).sort(), [`${proxy.host}/ns/app-two:2.0`, `${proxy.host}/ns/missing:1`]);
+      assert.equal(summary.images, 1);
+      const v = await runBundle(['verify', out, '--json']);
+      assert.equal(v.code, 0, v.stdout);
+      const inspect = JSON.parse((await runBundle(['inspect', out, '--json'])).stdout);
+      assert.deepEqual(inspect.images.map((i: { source: string }) => i.source), [`${proxy.host}/ns/app-one:1.0`]);
+      // Without the flag, the same config writes nothing.
+      const strict = await runBundle(['create', '-c', cfg, '-o', join(work, 'strict.airgap'), '--retries', '1']);
+      assert.equal(strict.code, 1);
+      await assert.rejects(readFile(join(work, 'strict.airgap')));
+      assertNoStack(strict);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
 describe('interrupted create', () => {
   it('Ctrl-C leaves no half-written file behind', async () => {
     const proxy = await startProxy(src.host, {

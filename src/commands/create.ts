@@ -13,7 +13,7 @@ import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
 import { resolveImages, type SourceImage } from '../sources/images.js';
 import type { ContentStore } from '../store/store.js';
-import { UsageError } from '../util/errors.js';
+import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { printJson, progressFor, type OutputOptions } from './common.js';
@@ -23,6 +23,7 @@ export interface CreateOptions extends OutputOptions {
   output: string;
   signKey?: string;
   force?: boolean;
+  continueOnError?: boolean;
   concurrency: number;
   retries: number;
   level: number;
@@ -71,13 +72,18 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
 
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
   let sources: SourceImage[];
+  const failed: { source: string; error: string }[] = [];
   try {
-    sources = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency);
+    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError);
+    sources = resolved.images;
+    failed.push(...resolved.failures);
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
-  progress.finishPhase();
+  progress.finishPhase(failed.length === 0);
+  for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
+  if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
   const writer = await ArchiveWriter.create(output, { level: opts.level });
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind.
@@ -100,7 +106,15 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
           engine = new CopyEngine(src.store, writer, { limiter, progress });
           engines.set(src.store, engine);
         }
-        const copied = await engine.copyImage(src.root);
+        let copied;
+        try {
+          copied = await engine.copyImage(src.root);
+        } catch (err) {
+          if (!opts.continueOnError) throw err;
+          failed.push({ source: src.source, error: errorMessage(err) });
+          progress.warn(`skipping ${src.source}: ${errorMessage(err)}`);
+          return;
+        }
         images.push({
           source: src.source,
           refName: src.refName,
@@ -115,7 +129,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
         progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
       }),
     );
-    progress.finishPhase();
+    progress.finishPhase(failed.length === 0);
+    if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));
     for (const img of images) writer.addImage(img);
     progress.phase('writing manifest');
@@ -135,6 +150,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       signedBy: signer ? keyId(createPublicKey(signer)) : null,
       seconds: (Date.now() - started) / 1000,
       stats,
+      failed,
     };
     if (opts.json) printJson(summary);
     else if (!opts.quiet) {
@@ -143,6 +159,10 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
           `${humanBytes(blobBytes)} of content in ${humanBytes(result.size)}, ` +
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
+    }
+    if (failed.length > 0) {
+      if (!opts.json) for (const f of failed) process.stdout.write(`NOT BUNDLED ${f.source}: ${f.error}\n`);
+      return 1;
     }
     return 0;
   } catch (err) {

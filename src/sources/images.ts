@@ -35,19 +35,28 @@ export interface SourceImage {
 
 export type RegistryStoreFactory = (registry: string) => ContentStore;
 
-/** Resolve every image of the config; all failures are reported together. */
+export interface ResolveFailure {
+  source: string;
+  error: string;
+}
+
+/**
+ * Resolve every image of the config. All failures are reported together: as one
+ * error, or, with `keepGoing`, returned beside the images that did resolve.
+ */
 export async function resolveImages(
   images: ImageSpec[],
   layouts: LayoutSpec[],
   registryStore: RegistryStoreFactory,
   concurrency = 8,
-): Promise<SourceImage[]> {
-  const failures: string[] = [];
+  keepGoing = false,
+): Promise<{ images: SourceImage[]; failures: ResolveFailure[] }> {
+  const failures: ResolveFailure[] = [];
   const fromRegistries = await mapLimit(images, concurrency, async (spec) => {
     try {
       return await resolveRegistryImage(spec, registryStore);
     } catch (err) {
-      failures.push(`${spec.ref}: ${errorMessage(err)}`);
+      failures.push({ source: spec.ref, error: errorMessage(err) });
       return undefined;
     }
   });
@@ -56,13 +65,12 @@ export async function resolveImages(
     try {
       fromLayouts.push(...(await resolveLayoutImages(layout)));
     } catch (err) {
-      failures.push(`${layout.path}: ${errorMessage(err)}`);
+      failures.push({ source: layout.path, error: errorMessage(err) });
     }
   }
-  if (failures.length > 0) {
-    throw new BundleError(
-      failures.length === 1 ? `cannot resolve ${failures[0]}` : `cannot resolve ${failures.length} sources:\n  ${failures.join('\n  ')}`,
-    );
+  if (failures.length > 0 && !keepGoing) {
+    const lines = failures.map((f) => `${f.source}: ${f.error}`);
+    throw new BundleError(lines.length === 1 ? `cannot resolve ${lines[0]}` : `cannot resolve ${lines.length} sources:\n  ${lines.join('\n  ')}`);
   }
   const all = [...fromRegistries.filter((x): x is SourceImage => !!x), ...fromLayouts];
   const seen = new Map<string, SourceImage>();
@@ -73,7 +81,7 @@ export async function resolveImages(
     }
     seen.set(img.refName, img);
   }
-  return [...seen.values()];
+  return { images: [...seen.values()], failures };
 }
 
 async function resolveRegistryImage(spec: ImageSpec, registryStore: RegistryStoreFactory): Promise<SourceImage> {
