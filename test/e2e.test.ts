@@ -347,6 +347,36 @@ describe('digests', () => {
   });
 });
 
+describe('token auth', () => {
+  it('push through a Bearer-token registry with --dest-authfile, and no token or password in the output', async () => {
+    const dst = await startRegistry();
+    const proxy = await startProxy(dst.host, { bearer: { username: 'bob', password: 's3cret-pass' } });
+    try {
+      const auth = join(work, 'dest-auth.json');
+      await writeFile(auth, JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from('bob:s3cret-pass').toString('base64') } } }));
+      const r = await runBundle(['push', bundle, '--to', `${proxy.host}/sec`, '--key', join(work, 'site.pub'), '--dest-authfile', auth, '--out-dir', join(work, 'tok-out'), '--json']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(JSON.parse(r.stdout).pushed, 4);
+      assert.ok(proxy.tokenRequests.some((t) => t.granted && t.withCredentials));
+      assert.ok(proxy.tokensIssued.length > 0);
+      for (const secret of ['s3cret-pass', ...proxy.tokensIssued]) assert.ok(!(r.stdout + r.stderr).includes(secret));
+      const srcRaw = await skopeoInspectRaw(`docker://${src.host}/ns/app-two:2.0`);
+      assert.ok((await skopeoInspectRaw(`docker://${dst.host}/sec/ns/app-two:2.0`)).equals(srcRaw));
+      // Without credentials the registry's refusal is one clear line.
+      const anon = await runBundle(['push', bundle, '--to', `${proxy.host}/sec`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'tok-out2')], {
+        env: { REGISTRY_AUTH_FILE: join(work, 'no-such-auth.json'), HOME: work, XDG_RUNTIME_DIR: work },
+      });
+      assert.equal(anon.code, 1, anon.stdout + anon.stderr);
+      assert.match(anon.stderr, /authentication to 127\.0\.0\.1:\d+ failed: access needs credentials and none were found/);
+      assert.equal(anon.stderr.split('\n').filter((l) => l.startsWith('error:')).length, 1);
+      assertNoStack(anon);
+    } finally {
+      await proxy.stop();
+      await dst.stop();
+    }
+  });
+});
+
 describe('create --continue-on-error', () => {
   it('bundles what it can, lists what failed, and exits 1', async () => {
     const proxy = await startProxy(src.host, {
