@@ -50,6 +50,7 @@ ${EXIT_DOC}`,
       .requiredOption('-o, --output <file>', 'the .airgap file to write (written under a temporary name, renamed when complete)')
       .option('--sign-key <file>', 'Ed25519 private key (from bundle keygen) to sign the manifest with')
       .option('-f, --force', 'replace the output file if it exists')
+      .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
       .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { startProxy } from './helpers/proxy.js';
-import { buildTestImages, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
+import { buildTestImages, LayoutBuilder, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
 import { flipByteAfter, rewriteControlMember } from './helpers/tamper.js';
 
@@ -344,6 +344,46 @@ describe('digests', () => {
     } finally {
       await proxy.stop();
     }
+  });
+});
+
+describe('cosign signatures', () => {
+  it('travel with their image: signature, attestation tags land next to it at the destination', async () => {
+    await skopeoCopy(set.layoutDir, 'app-two', `${src.host}/ns/signed:1`);
+    const signedDigest = `sha256:${createHash('sha256').update(await skopeoInspectRaw(`docker://${src.host}/ns/signed:1`)).digest('hex')}`;
+    const sigDir = join(work, 'sig-layout');
+    const b = await new LayoutBuilder(sigDir).init();
+    const payload = await b.blob(Buffer.from(JSON.stringify({ critical: { image: { 'docker-manifest-digest': signedDigest } } })), 'application/vnd.dev.cosign.simplesigning.v1+json');
+    const cfg = await b.blob(Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
+    const m = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: cfg, layers: [{ ...payload, annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQ==' } }] };
+    b.tag('sig', await b.blob(Buffer.from(JSON.stringify(m)), m.mediaType));
+    await b.save();
+    const sigTag = `sha256-${signedDigest.slice(7)}.sig`;
+    await skopeoCopy(sigDir, 'sig', `${src.host}/ns/signed:${sigTag}`);
+    await skopeoCopy(sigDir, 'sig', `${src.host}/ns/signed:sha256-${signedDigest.slice(7)}.att`);
+
+    const cfgFile = join(work, 'signed.yaml');
+    await writeFile(cfgFile, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${src.host}/ns/signed:1\n`);
+    const file = join(work, 'signed.airgap');
+    const c = await runBundle(['create', '-c', cfgFile, '-o', file, '--sign-key', join(work, 'site.key')]);
+    assert.equal(c.code, 0, c.stderr);
+    const inspect = JSON.parse((await runBundle(['inspect', file, '--json'])).stdout);
+    assert.deepEqual(inspect.images.map((i: { source: string }) => i.source).sort(), [
+      `${src.host}/ns/signed:1`,
+      `${src.host}/ns/signed:sha256-${signedDigest.slice(7)}.att`,
+      `${src.host}/ns/signed:${sigTag}`,
+    ]);
+    const dst = await startRegistry();
+    try {
+      const p = await runBundle(['push', file, '--to', `${dst.host}/m`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'signed-out')]);
+      assert.equal(p.code, 0, p.stdout + p.stderr);
+      const srcSig = await skopeoInspectRaw(`docker://${src.host}/ns/signed:${sigTag}`);
+      assert.ok((await skopeoInspectRaw(`docker://${dst.host}/m/ns/signed:${sigTag}`)).equals(srcSig));
+    } finally {
+      await dst.stop();
+    }
+    const without = await runBundle(['create', '-c', cfgFile, '-o', join(work, 'unsigned-companions.airgap'), '--no-signatures', '--json']);
+    assert.equal(JSON.parse(without.stdout).images, 1);
   });
 });
 

@@ -24,6 +24,8 @@ export interface CreateOptions extends OutputOptions {
   signKey?: string;
   force?: boolean;
   continueOnError?: boolean;
+  /** Carry cosign signatures, attestations and SBOMs (commander's --no-signatures sets false). */
+  signatures: boolean;
   concurrency: number;
   retries: number;
   level: number;
@@ -74,7 +76,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
   try {
-    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError);
+    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError, opts.signatures);
     sources = resolved.images;
     failed.push(...resolved.failures);
   } catch (err) {

@@ -10,6 +10,7 @@ import { formatReference, parseReference, referenceSelector, repositoryName } fr
 import { OciLayoutStore } from '../store/oci-layout-store.js';
 import type { ContentStore } from '../store/store.js';
 import { BundleError, errorMessage } from '../util/errors.js';
+import { cosignArtifacts } from './cosign.js';
 
 export interface ImageSpec {
   ref: string;
@@ -50,6 +51,7 @@ export async function resolveImages(
   registryStore: RegistryStoreFactory,
   concurrency = 8,
   keepGoing = false,
+  withCosign = true,
 ): Promise<{ images: SourceImage[]; failures: ResolveFailure[] }> {
   const failures: ResolveFailure[] = [];
   const fromRegistries = await mapLimit(images, concurrency, async (spec) => {
@@ -68,11 +70,24 @@ export async function resolveImages(
       failures.push({ source: layout.path, error: errorMessage(err) });
     }
   }
+  const resolved = fromRegistries.filter((x): x is SourceImage => !!x);
+  const companions = withCosign
+    ? (
+        await mapLimit(resolved, concurrency, async (img) => {
+          try {
+            return await cosignArtifacts(img);
+          } catch (err) {
+            failures.push({ source: `${img.source} (cosign signatures)`, error: errorMessage(err) });
+            return [];
+          }
+        })
+      ).flat()
+    : [];
   if (failures.length > 0 && !keepGoing) {
     const lines = failures.map((f) => `${f.source}: ${f.error}`);
     throw new BundleError(lines.length === 1 ? `cannot resolve ${lines[0]}` : `cannot resolve ${lines.length} sources:\n  ${lines.join('\n  ')}`);
   }
-  const all = [...fromRegistries.filter((x): x is SourceImage => !!x), ...fromLayouts];
+  const all = [...resolved, ...companions, ...fromLayouts];
   const seen = new Map<string, SourceImage>();
   for (const img of all) {
     const prior = seen.get(img.refName);
