@@ -87,15 +87,22 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
-  const writer = await ArchiveWriter.create(output, { level: opts.level });
-  // Interrupted (Ctrl-C, a service stop): leave no half-written file behind.
+  // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
+  // are in place before the file exists, so no signal can slip between the two.
+  const opening = ArchiveWriter.create(output, { level: opts.level });
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
-    process.stderr.write(`interrupted (${signal}): removing ${writer.tempPath}\n`);
-    void writer.abort().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    void opening
+      .then((w) => {
+        process.stderr.write(`interrupted (${signal}): removing ${w.tempPath}\n`);
+        return w.abort();
+      })
+      .catch(() => undefined)
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
+  const writer = await opening;
   const limiter = new Limiter(opts.concurrency);
   const engines = new Map<ContentStore, CopyEngine>();
   const images: BundleImage[] = [];
