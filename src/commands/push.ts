@@ -67,6 +67,21 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
   }
   const trusted = opts.key?.length ? await loadTrustedKeys(opts.key) : undefined;
   const progress = await progressFor(opts);
+  // Reach the registry (and log in) while the bundle is opened and checked.
+  const store = opts.dryRun
+    ? undefined
+    : createRegistryStore(target.registry, {
+        tlsVerify: opts.destTlsVerify,
+        certDir: opts.destCertDir,
+        caFiles: opts.caFile,
+        authfile: opts.destAuthfile ?? opts.authfile,
+        concurrency: opts.concurrency,
+        retries: opts.retries,
+        chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
+        userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
+      });
+  const reachable = store?.client.ping();
+  reachable?.catch(() => undefined); // awaited below, after the bundle's own checks
   const reader = await ArchiveReader.open(file);
   try {
     const sig = checkSignature(reader, trusted);
@@ -87,18 +102,9 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       return 0;
     }
 
-    const dst = createRegistryStore(target.registry, {
-      tlsVerify: opts.destTlsVerify,
-      certDir: opts.destCertDir,
-      caFiles: opts.caFile,
-      authfile: opts.destAuthfile ?? opts.authfile,
-      concurrency: opts.concurrency,
-      retries: opts.retries,
-      chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
-      userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
-    });
+    const dst = store!; // dry runs have returned above
     // One clear failure up front for an unreachable registry or wrong credentials, not one per image.
-    await dst.client.ping();
+    await reachable;
     const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
     progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
     const failures: { source: string; error: string }[] = [];
