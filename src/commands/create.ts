@@ -4,6 +4,7 @@ import { dirname, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
 import { loadConfig } from '../config/config.js';
+import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { createRegistryStore } from '../store/registry-store.js';
@@ -108,36 +109,40 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const images: BundleImage[] = [];
   try {
     progress.phase('copying images', sources.length);
-    await Promise.all(
-      sources.map(async (src) => {
-        let engine = engines.get(src.store);
-        if (!engine) {
-          engine = new CopyEngine(src.store, writer, { limiter, progress });
-          engines.set(src.store, engine);
+    // Images in flight are bounded too (manifest requests are not under the blob limit).
+    let stopped = false; // the first failure stops images not yet started (without --continue-on-error)
+    await mapLimit(sources, opts.concurrency * 2, async (src) => {
+      if (stopped) return;
+      let engine = engines.get(src.store);
+      if (!engine) {
+        engine = new CopyEngine(src.store, writer, { limiter, progress });
+        engines.set(src.store, engine);
+      }
+      let copied;
+      try {
+        copied = await engine.copyImage(src.root);
+      } catch (err) {
+        if (!opts.continueOnError) {
+          stopped = true;
+          throw err;
         }
-        let copied;
-        try {
-          copied = await engine.copyImage(src.root);
-        } catch (err) {
-          if (!opts.continueOnError) throw err;
-          failed.push({ source: src.source, error: errorMessage(err) });
-          progress.warn(`skipping ${src.source}: ${errorMessage(err)}`);
-          return;
-        }
-        images.push({
-          source: src.source,
-          refName: src.refName,
-          digest: copied.desc.digest,
-          mediaType: copied.desc.mediaType,
-          size: copied.desc.size,
-          platforms: copied.platforms,
-          tags: src.tags,
-          origin: src.origin,
-          ...(copied.filteredFrom ? { filteredFrom: copied.filteredFrom } : {}),
-        });
-        progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
-      }),
-    );
+        failed.push({ source: src.source, error: errorMessage(err) });
+        progress.warn(`skipping ${src.source}: ${errorMessage(err)}`);
+        return;
+      }
+      images.push({
+        source: src.source,
+        refName: src.refName,
+        digest: copied.desc.digest,
+        mediaType: copied.desc.mediaType,
+        size: copied.desc.size,
+        platforms: copied.platforms,
+        tags: src.tags,
+        origin: src.origin,
+        ...(copied.filteredFrom ? { filteredFrom: copied.filteredFrom } : {}),
+      });
+      progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
+    });
     progress.finishPhase(failed.length === 0);
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));

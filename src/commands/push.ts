@@ -3,6 +3,7 @@ import { ArchiveReader } from '../archive/reader.js';
 import type { BundleImage } from '../bundle/manifest.js';
 import { validateManifest } from '../bundle/validate.js';
 import { checkSignature } from '../bundle/trust.js';
+import { mapLimit } from '../copy/limit.js';
 import { CopyEngine } from '../copy/engine.js';
 import { parseReference, repositoryName } from '../oci/reference.js';
 import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';
@@ -109,24 +110,23 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
     const failures: { source: string; error: string }[] = [];
     const pushed: PushItem[] = [];
-    await Promise.all(
-      plan.map(async (item) => {
-        try {
-          await engine.copyImage({
-            srcRepo: '',
-            dstRepo: item.repository,
-            desc: { digest: item.image.digest, mediaType: item.image.mediaType, size: item.image.size },
-            tags: item.tags,
-            label: item.image.source,
-          });
-          pushed.push(item);
-          progress.info(`  ${item.image.source} -> ${item.destination}`);
-        } catch (err) {
-          failures.push({ source: item.image.source, error: errorMessage(err) });
-          progress.warn(`${item.image.source}: ${errorMessage(err)}`);
-        }
-      }),
-    );
+    // Images in flight are bounded too (manifest requests are not under the blob limit).
+    await mapLimit(plan, opts.concurrency * 2, async (item) => {
+      try {
+        await engine.copyImage({
+          srcRepo: '',
+          dstRepo: item.repository,
+          desc: { digest: item.image.digest, mediaType: item.image.mediaType, size: item.image.size },
+          tags: item.tags,
+          label: item.image.source,
+        });
+        pushed.push(item);
+        progress.info(`  ${item.image.source} -> ${item.destination}`);
+      } catch (err) {
+        failures.push({ source: item.image.source, error: errorMessage(err) });
+        progress.warn(`${item.image.source}: ${errorMessage(err)}`);
+      }
+    });
     progress.finishPhase(failures.length === 0);
 
     const mappings: MirrorMapping[] = pushed
