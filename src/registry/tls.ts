@@ -6,7 +6,7 @@
  */
 import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { rootCertificates } from 'node:tls';
+import { createRequire } from 'node:module';
 import { Agent } from './undici-agent.js';
 import { isLoopbackHost } from '../oci/reference.js';
 import { UsageError } from '../util/errors.js';
@@ -73,7 +73,8 @@ export function loadTlsMaterial(host: string, opts: TlsOptions): TlsMaterial {
   }
   return {
     rejectUnauthorized: opts.tlsVerify !== false,
-    ca: extraCa.length ? [...rootCertificates, ...extraCa] : undefined,
+    // node:tls is loaded only when extra CAs are given: a plain-HTTP loopback push never needs it.
+    ca: extraCa.length ? [...(createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).rootCertificates, ...extraCa] : undefined,
     cert,
     key,
   };
