@@ -166,6 +166,13 @@ function mergeLists(a: string[] | undefined, b: string[] | undefined): string[] 
   return [...new Set([...a, ...b])];
 }
 
+/** Fold a duplicate entry's list into the kept one; a list absent on either side means "all". */
+function mergeInto<K extends string>(kept: { [k in K]?: string[] }, key: K, more: string[] | undefined): void {
+  const merged = mergeLists(kept[key], more);
+  if (merged) kept[key] = merged;
+  else delete kept[key];
+}
+
 function unique(list: string[] | undefined): string[] | undefined {
   return list === undefined ? undefined : [...new Set(list)];
 }
@@ -235,10 +242,7 @@ export async function parseConfig(text: string, file: string, baseDir: string): 
     const platforms = unique(obj?.platforms as string[] | undefined);
     const prior = imageAt.get(ref);
     if (prior) {
-      const kept = images[prior.index]!;
-      const merged = mergeLists(kept.platforms, platforms);
-      if (merged) kept.platforms = merged;
-      else delete kept.platforms;
+      mergeInto(images[prior.index]!, 'platforms', platforms);
       warnings.push(
         located(file, {
           line: loc.line(where),
@@ -282,10 +286,7 @@ export async function parseConfig(text: string, file: string, baseDir: string): 
     const refs = unique(entry.refs);
     const prior = layoutAt.get(resolved);
     if (prior) {
-      const kept = ociLayouts[prior.index]!;
-      const merged = mergeLists(kept.refs, refs);
-      if (merged) kept.refs = merged;
-      else delete kept.refs;
+      mergeInto(ociLayouts[prior.index]!, 'refs', refs);
       warnings.push(
         located(file, {
           line: loc.line(where),

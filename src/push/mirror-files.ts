@@ -180,54 +180,35 @@ export async function writeMirrorFiles(outDir: string, mappings: MirrorMapping[]
     ]) + sortedUnique(lines.values()).join('\n') + '\n',
   );
 
-  await write(
-    FILES.idms,
-    yamlFile(
-      [
-        'ImageDigestMirrorSet: OpenShift 4.13+ pulls these repositories by digest from the mirror.',
-        `Apply with: oc apply -f ${FILES.idms}`,
-      ],
-      {
-        apiVersion: 'config.openshift.io/v1',
-        kind: 'ImageDigestMirrorSet',
-        metadata: { name },
-        spec: { imageDigestMirrors: digestEntries },
-      },
-    ),
-  );
+  /** One cluster object listing `entries` under `spec.<key>`, with how to apply it. */
+  const clusterObject = (file: string, about: string, apiVersion: string, kind: string, key: string, list: typeof digestEntries) =>
+    write(file, yamlFile([about, `Apply with: oc apply -f ${file}`], { apiVersion, kind, metadata: { name }, spec: { [key]: list } }));
 
+  await clusterObject(
+    FILES.idms,
+    'ImageDigestMirrorSet: OpenShift 4.13+ pulls these repositories by digest from the mirror.',
+    'config.openshift.io/v1',
+    'ImageDigestMirrorSet',
+    'imageDigestMirrors',
+    digestEntries,
+  );
   if (tagEntries.length > 0) {
-    await write(
+    await clusterObject(
       FILES.itms,
-      yamlFile(
-        [
-          'ImageTagMirrorSet: OpenShift 4.13+ pulls these repositories by tag from the mirror.',
-          `Apply with: oc apply -f ${FILES.itms}`,
-        ],
-        {
-          apiVersion: 'config.openshift.io/v1',
-          kind: 'ImageTagMirrorSet',
-          metadata: { name },
-          spec: { imageTagMirrors: tagEntries },
-        },
-      ),
+      'ImageTagMirrorSet: OpenShift 4.13+ pulls these repositories by tag from the mirror.',
+      'config.openshift.io/v1',
+      'ImageTagMirrorSet',
+      'imageTagMirrors',
+      tagEntries,
     );
   }
-
-  await write(
+  await clusterObject(
     FILES.icsp,
-    yamlFile(
-      [
-        'ImageContentSourcePolicy: the legacy (OpenShift 4.12 and older) form of idms.yaml. Apply one or the other.',
-        `Apply with: oc apply -f ${FILES.icsp}`,
-      ],
-      {
-        apiVersion: 'operator.openshift.io/v1alpha1',
-        kind: 'ImageContentSourcePolicy',
-        metadata: { name },
-        spec: { repositoryDigestMirrors: digestEntries },
-      },
-    ),
+    'ImageContentSourcePolicy: the legacy (OpenShift 4.12 and older) form of idms.yaml. Apply one or the other.',
+    'operator.openshift.io/v1alpha1',
+    'ImageContentSourcePolicy',
+    'repositoryDigestMirrors',
+    digestEntries,
   );
 
   const toml: string[] = [
