@@ -14,7 +14,8 @@ import type { ContentStore, ManifestBytes } from '../store/store.js';
 import { verifyBuffer } from '../util/digest.js';
 import { BundleError, errorMessage, UsageError } from '../util/errors.js';
 import { decodeHeaderBlock, decodePax, isZeroBlock, padding, TAR_BLOCK } from './tar.js';
-import { ANNOTATION_REF_NAME, blobPath } from './writer.js';
+import { ANNOTATION_REF_NAME } from '../oci/media-types.js';
+import { blobPath } from './writer.js';
 import { decodeFrame, decodeSeekTable, parseSeekTableFooter, SEEK_TABLE_FOOTER_SIZE } from './zstd-frames.js';
 
 /** Frames are read in batches of about this many compressed bytes. */

@@ -15,7 +15,7 @@ import {
   type BundleMember,
 } from '../bundle/manifest.js';
 import type { Descriptor } from '../oci/types.js';
-import { MediaType } from '../oci/media-types.js';
+import { ANNOTATION_REF_NAME, MediaType } from '../oci/media-types.js';
 import type { DsseEnvelope } from '../sign/dsse-types.js';
 import type { ManifestBytes, PutResult, WritableContentStore } from '../store/store.js';
 import { digestHex, sha256Digest, VerifyingStream, verifyBuffer } from '../util/digest.js';
@@ -38,7 +38,6 @@ export const OCI_LAYOUT_MEMBER = 'oci-layout';
 export const INDEX_MEMBER = 'index.json';
 export const OCI_LAYOUT_MEDIA_TYPE = 'application/vnd.oci.layout.header.v1+json';
 export const DSSE_MEDIA_TYPE = 'application/vnd.dsse.envelope.v1+json';
-export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_SOURCE = 'io.airgap.bundle.source';
 export const OCI_LAYOUT_CONTENT = Buffer.from('{"imageLayoutVersion":"1.0.0"}');
 

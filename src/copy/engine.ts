@@ -111,7 +111,7 @@ export class CopyEngine {
       return { desc: only, platforms, filteredFrom: root.desc.digest };
     }
     // Several platforms of many: a new index lists exactly those; every manifest it names keeps its bytes.
-    await Promise.all(wanted.map((m) => this.copyChild(root.srcRepo, root.dstRepo, m, root.label)));
+    await settleAll(wanted.map((m) => this.copyChild(root.srcRepo, root.dstRepo, m, root.label)));
     const subset = Buffer.from(
       JSON.stringify({ schemaVersion: 2, mediaType: parsed.mediaType, manifests: wanted }, null, 2) + '\n',
     );

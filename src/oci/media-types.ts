@@ -1,3 +1,6 @@
+/** The OCI annotation naming an image in an image layout's index.json. */
+export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
+
 export const MediaType = {
   OciManifest: 'application/vnd.oci.image.manifest.v1+json',
   OciIndex: 'application/vnd.oci.image.index.v1+json',

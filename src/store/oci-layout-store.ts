@@ -2,12 +2,12 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { ANNOTATION_REF_NAME } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { digestHex, isSha256Digest } from '../util/digest.js';
 import { BundleError, UsageError } from '../util/errors.js';
 import type { ContentStore, ManifestBytes } from './store.js';
 
-export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 const MAX_MANIFEST = 4 << 20;
 
 interface LayoutIndex {
@@ -44,13 +44,13 @@ export class OciLayoutStore implements ContentStore {
 
   /** Every image the layout's index.json names, with its ref name when it has one. */
   images(): { refName: string | undefined; desc: Descriptor }[] {
-    return this.index.map((d) => ({ refName: d.annotations?.[REF_NAME_ANNOTATION], desc: d }));
+    return this.index.map((d) => ({ refName: d.annotations?.[ANNOTATION_REF_NAME], desc: d }));
   }
 
   async resolve(_repo: string, reference: string): Promise<Descriptor> {
-    const found = this.index.find((d) => d.annotations?.[REF_NAME_ANNOTATION] === reference || d.digest === reference);
+    const found = this.index.find((d) => d.annotations?.[ANNOTATION_REF_NAME] === reference || d.digest === reference);
     if (!found) {
-      const names = this.index.map((d) => d.annotations?.[REF_NAME_ANNOTATION]).filter(Boolean);
+      const names = this.index.map((d) => d.annotations?.[ANNOTATION_REF_NAME]).filter(Boolean);
       throw new UsageError(`${this.dir}: no image "${reference}" in index.json (it has: ${names.join(', ') || 'no named images'})`);
     }
     return found;

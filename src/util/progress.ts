@@ -67,11 +67,6 @@ export class Progress {
     }
   }
 
-  addTotals(items: number, bytes: number): void {
-    this.itemsTotal += items;
-    this.bytesTotal += bytes;
-  }
-
   bytes(n: number): void {
     this.bytesDone += n;
     this.maybePlain();
