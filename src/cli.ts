@@ -142,6 +142,35 @@ ${EXIT_DOC}`,
       ),
   ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));
 
+  program
+    .command('serve')
+    .description('Serve a bundle as a read-only registry (OCI Distribution API) straight from the .airgap file: no registry, no unpacking.')
+    .argument('<file>', 'the .airgap file')
+    .option('--listen <host:port>', 'address to listen on; anything but loopback must be named (0.0.0.0:5000 for every interface)', '127.0.0.1:5000')
+    .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
+    .option('--insecure-skip-signature', 'serve even though nobody\'s signature is checked')
+    .option('--prefix <path>', 'repository path prefix, as the path of push --to: quay.io/ns/app:1.2 is served as PREFIX/ns/app:1.2')
+    .option('--advertise <host:port>', 'the address clients reach this server by (for the listing; default: the listening address)')
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (with --tls-key); plain HTTP otherwise')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .addOption(new Option('--log-format <format>', 'one line per request: text or json').choices(['text', 'json']).default('text'))
+    .addHelpText(
+      'after',
+      `
+Repositories are named as push names them, so clients pull what push would have put in a
+registry: quay.io/ns/app:1.2 is 127.0.0.1:5000/ns/app:1.2 (PREFIX/ns/app:1.2 with --prefix).
+Manifests, blobs (with ranges), tags/list, _catalog and referrers; writes get UNSUPPORTED.
+Every byte is checked against its digest as it is read: a blob that fails is an error to the
+client and a line in the log, never wrong bytes. SIGTERM or Ctrl-C stops it cleanly.
+
+Example:
+  $ bundle serve july.airgap --key site.pub --listen 127.0.0.1:5000
+  $ skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/ns/app:1.2 oci:app:1.2
+  $ podman pull --tls-verify=false 127.0.0.1:5000/ns/app:1.2
+${EXIT_DOC}`,
+    )
+    .action(async (file, opts) => setCode(await (await import('./commands/serve.js')).serveCommand(file, opts)));
+
   return program;
 }
 

@@ -1,11 +1,13 @@
 /**
  * Who signed a bundle: the DSSE envelope over the manifest, checked against
- * the trusted keys. Shared by verify and push.
+ * the trusted keys. Shared by verify, push, serve and extract.
  */
 import type { ArchiveReader } from '../archive/reader.js';
 import { verifyEnvelope } from '../sign/dsse.js';
-import type { TrustedKey } from '../sign/keys.js';
-import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER } from './manifest.js';
+import { loadTrustedKeys, type TrustedKey } from '../sign/keys.js';
+import { BundleError, UsageError } from '../util/errors.js';
+import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
+import { validateManifest } from './validate.js';
 import type { VerifyProblem } from './verify.js';
 
 export interface SignatureStatus {
@@ -44,3 +46,36 @@ export function checkSignature(reader: ArchiveReader, trusted: TrustedKey[] | un
   return { status, problems };
 }
 
+
+/** `--key` / `--insecure-skip-signature`, as push, serve and extract take them. */
+export interface TrustOptions {
+  key?: string[];
+  insecureSkipSignature?: boolean;
+}
+
+/**
+ * The trusted keys a command that acts on a bundle's content needs: `--key`, or
+ * nothing at all with `--insecure-skip-signature` (undefined). Anything else is
+ * a usage error naming `verb` (push, serve, extract).
+ */
+export async function requireTrust(opts: TrustOptions, verb: string): Promise<TrustedKey[] | undefined> {
+  if (!opts.key?.length && !opts.insecureSkipSignature) {
+    throw new UsageError(
+      `${verb} needs --key PUB (a trusted public key or a directory of them) to check who signed the bundle; --insecure-skip-signature ${verb}s without that check`,
+    );
+  }
+  return opts.key?.length ? loadTrustedKeys(opts.key) : undefined;
+}
+
+/**
+ * The bundle's manifest once its signature is proven (by `trusted`; none: not
+ * checked) and it passes the schema; refuses (exit 1) an unsigned, untrusted
+ * or tampered bundle.
+ */
+export function trustedManifest(reader: ArchiveReader, trusted: TrustedKey[] | undefined, verb: string): BundleManifest {
+  const sig = checkSignature(reader, trusted);
+  if (sig.problems.length > 0) {
+    throw new BundleError(`refusing to ${verb} ${reader.path}: ${sig.problems.map((p) => p.message).join('; ')}`, 1);
+  }
+  return validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+}

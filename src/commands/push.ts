@@ -1,16 +1,14 @@
 import { resolve as resolvePath } from 'node:path';
 import { ArchiveReader } from '../archive/reader.js';
 import type { BundleImage } from '../bundle/manifest.js';
-import { validateManifest } from '../bundle/validate.js';
-import { checkSignature } from '../bundle/trust.js';
+import { requireTrust, trustedManifest } from '../bundle/trust.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine } from '../copy/engine.js';
 import { parseReference, repositoryName } from '../oci/reference.js';
 import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';
 import { writeMirrorFiles, type MirrorMapping } from '../push/mirror-files.js';
-import { loadTrustedKeys } from '../sign/keys.js';
 import { createRegistryStore } from '../store/registry-store.js';
-import { BundleError, UsageError, errorMessage } from '../util/errors.js';
+import { errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { printJson, progressFor, type OutputOptions } from './common.js';
@@ -63,10 +61,7 @@ function sourceRepository(image: BundleImage): string {
 export async function pushCommand(file: string, opts: PushOptions): Promise<number> {
   const started = Date.now();
   const target = parseTarget(opts.to);
-  if (!opts.key?.length && !opts.insecureSkipSignature) {
-    throw new UsageError('push needs --key PUB (a trusted public key or a directory of them) to check who signed the bundle; --insecure-skip-signature pushes without that check');
-  }
-  const trusted = opts.key?.length ? await loadTrustedKeys(opts.key) : undefined;
+  const trusted = await requireTrust(opts, 'push');
   const progress = await progressFor(opts);
   // Reach the registry (and log in) while the bundle is opened and checked.
   const store = opts.dryRun
@@ -85,12 +80,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
   reachable?.catch(() => undefined); // awaited below, after the bundle's own checks
   const reader = await ArchiveReader.open(file);
   try {
-    const sig = checkSignature(reader, trusted);
-    if (sig.problems.length > 0) {
-      throw new BundleError(`refusing to push ${file}: ${sig.problems.map((p) => p.message).join('; ')}`, 1);
-    }
+    const manifest = trustedManifest(reader, trusted, 'push');
     if (!trusted) progress.warn('--insecure-skip-signature: pushing without checking who made this bundle');
-    const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
     const plan = planPush(manifest.images, target);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 

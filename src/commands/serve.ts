@@ -1,0 +1,96 @@
+import { readFile } from 'node:fs/promises';
+import { ArchiveReader } from '../archive/reader.js';
+import { requireTrust, trustedManifest, type TrustOptions } from '../bundle/trust.js';
+import { parseTarget } from '../push/destination.js';
+import { BlobSource } from '../serve/blobs.js';
+import { DistributionApi } from '../serve/distribution.js';
+import { ServeLog, type LogFormat } from '../serve/log.js';
+import { RepositoryView } from '../serve/repositories.js';
+import { startServer, type Route } from '../serve/server.js';
+import { BundleError, errorMessage, UsageError } from '../util/errors.js';
+
+export interface ServeOptions extends TrustOptions {
+  listen: string;
+  prefix?: string;
+  advertise?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  logFormat: LogFormat;
+}
+
+/** How long requests in flight may run on after SIGTERM before they are cut. */
+const SHUTDOWN_GRACE_MS = 10_000;
+/** Images listed one per line at start-up (the rest are counted). */
+const LISTED_IMAGES = 50;
+
+/** `HOST:PORT`, `[V6]:PORT` or a bare `PORT` (loopback). Any address but loopback must be named. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const bad = (why: string): UsageError => new UsageError(`--listen ${listen}: ${why}`);
+  let host = '127.0.0.1';
+  let portText = listen;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d+)$/.exec(listen);
+  if (m) {
+    host = m[1] ?? m[2]!;
+    portText = m[3]!;
+    if (!host) throw bad('name the address to listen on (127.0.0.1:PORT for this host only, 0.0.0.0:PORT for every interface)');
+  } else if (!/^\d+$/.test(listen)) {
+    throw bad('expected HOST:PORT, e.g. 127.0.0.1:5000');
+  }
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw bad('the port must be 0 to 65535');
+  return { host, port };
+}
+
+export async function serveCommand(file: string, opts: ServeOptions): Promise<number> {
+  const { host, port } = parseListen(opts.listen);
+  if (!!opts.tlsCert !== !!opts.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
+  if (opts.logFormat !== 'text' && opts.logFormat !== 'json') throw new UsageError(`--log-format ${String(opts.logFormat)}: expected text or json`);
+  const trusted = await requireTrust(opts, 'serve');
+  const tls = opts.tlsCert && opts.tlsKey ? { cert: await readPem(opts.tlsCert, '--tls-cert'), key: await readPem(opts.tlsKey, '--tls-key') } : undefined;
+  const reader = await ArchiveReader.open(file);
+  const log = new ServeLog(opts.logFormat);
+  try {
+    const manifest = trustedManifest(reader, trusted, 'serve');
+    if (!trusted) log.event('warn', '--insecure-skip-signature: serving without checking who made this bundle');
+    const target = parseTarget(`${opts.advertise ?? 'served.invalid'}${opts.prefix ? `/${opts.prefix.replace(/^\/+|\/+$/g, '')}` : ''}`);
+    const view = await RepositoryView.build(reader, manifest.images, target);
+    for (const w of view.warnings) log.event('warn', w);
+    const blobs = new BlobSource(reader);
+    const api = new DistributionApi(view, blobs, reader);
+    const routes: Route[] = [(req, res, url) => (url.pathname === '/v2' || url.pathname.startsWith('/v2/') ? api.handle(req, res, url) : undefined)];
+    let server;
+    try {
+      server = await startServer({ host, port, tls, routes, log });
+    } catch (err) {
+      throw new UsageError(`cannot listen on ${opts.listen}: ${errorMessage(err)}`);
+    }
+    const advertised = opts.advertise ?? server.address;
+    const images = view.images.map((i) => ({ source: i.image.source, reference: `${advertised}/${i.repository}:${i.tags[0]}`, digest: i.image.digest }));
+    const signer = trusted ? 'signature verified' : 'signature NOT checked';
+    if (log.format === 'json') {
+      log.event('info', 'listening', { address: server.address, url: `${server.scheme}://${server.address}/v2/`, bundle: file, repositories: view.repositories.size, images });
+    } else {
+      log.event('info', `serving ${file} (${images.length} images in ${view.repositories.size} repositories, ${signer}) at ${server.scheme}://${server.address}/v2/`);
+      for (const i of images.slice(0, LISTED_IMAGES)) log.event('info', `  ${i.reference}  <- ${i.source}`);
+      if (images.length > LISTED_IMAGES) log.event('info', `  ... and ${images.length - LISTED_IMAGES} more (GET /v2/_catalog)`);
+    }
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+      process.once('SIGINT', () => resolve('SIGINT'));
+    });
+    log.event('info', `${signal}: shutting down (requests in flight get ${SHUTDOWN_GRACE_MS / 1000} s to finish)`);
+    const { cut } = await server.close(SHUTDOWN_GRACE_MS);
+    log.event(cut ? 'warn' : 'info', cut ? `stopped; ${cut} requests were cut off` : 'stopped', { cut });
+    return 0;
+  } finally {
+    await reader.close();
+  }
+}
+
+async function readPem(file: string, flag: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (err) {
+    throw new BundleError(`${flag} ${file}: ${errorMessage(err)}`, 2);
+  }
+}

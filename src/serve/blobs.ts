@@ -1,0 +1,124 @@
+/**
+ * Blob bytes for `bundle serve`, never wrong ones.
+ *
+ * - A whole blob streams out of the archive through a VerifyingStream
+ *   (src/util/digest.ts), which holds its last chunk back until the digest is
+ *   proven: a client never receives all of a blob that fails, so with the
+ *   Content-Length it was promised it sees a broken transfer, never bad bytes.
+ * - A range of a blob whose digest has not been proven yet is cut out of the
+ *   whole blob as it streams past the hash: the range's last chunk is held back
+ *   until the whole blob has been read and proven, so the first range request
+ *   of a blob costs reading all of it.
+ * - Each proof is remembered (a set of digests, a few bytes each) while the
+ *   file is unchanged (same size, mtime and inode), so later ranges of a proven
+ *   blob are read straight from their frames through the seek table. A blob
+ *   that fails is remembered too and answered with an error from then on.
+ */
+import { stat } from 'node:fs/promises';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { ArchiveCorruptError, type ArchiveReader } from '../archive/reader.js';
+import { blobPath } from '../archive/writer.js';
+import { VerifyingStream } from '../util/digest.js';
+import { DigestMismatchError } from '../util/errors.js';
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive. */
+  end: number;
+}
+
+export class BlobSource {
+  private readonly proven = new Set<string>();
+  private readonly failed = new Map<string, string>();
+  private fileStamp: string | undefined;
+
+  constructor(private readonly reader: ArchiveReader) {}
+
+  /** Size of a blob the archive holds, or undefined. */
+  size(digest: string): number | undefined {
+    return this.reader.member(blobPath(digest))?.size;
+  }
+
+  /** Why a blob is known to be bad, if it is. */
+  failure(digest: string): string | undefined {
+    return this.failed.get(digest);
+  }
+
+  /** Whether the blob's digest has been proven since the file was last seen to change. */
+  async isProven(digest: string): Promise<boolean> {
+    await this.checkFileUnchanged();
+    return this.proven.has(digest);
+  }
+
+  /**
+   * A stream of the blob's bytes (or of `range`), each proven before the last
+   * piece is released; it errors instead of ending when the proof fails.
+   */
+  async open(digest: string, range?: ByteRange): Promise<{ stream: Readable; verifiedWhole: boolean }> {
+    const member = this.reader.member(blobPath(digest));
+    if (!member) throw new Error(`no blob ${digest}`);
+    if (range && (await this.isProven(digest))) {
+      return { stream: this.reader.openRange(member.offset + range.start, range.end - range.start + 1), verifiedWhole: false };
+    }
+    const verifying = new VerifyingStream(digest, member.size, `blob ${digest}`);
+    const source = this.reader.openMember(member.path);
+    source.on('error', (err: Error) => verifying.destroy(err));
+    verifying.on('error', (err: Error) => {
+      source.destroy();
+      if (err instanceof DigestMismatchError || err instanceof ArchiveCorruptError) this.failed.set(digest, err.message);
+    });
+    verifying.on('end', () => this.proven.add(digest));
+    source.pipe(verifying);
+    if (!range) return { stream: verifying, verifiedWhole: true };
+    const slice = new RangeSlice(range);
+    verifying.on('error', (err: Error) => slice.destroy(err));
+    slice.on('close', () => verifying.destroy());
+    verifying.pipe(slice);
+    return { stream: slice, verifiedWhole: true };
+  }
+
+  /** Forget every proof when the file changed under us (it is opened once and read in place). */
+  private async checkFileUnchanged(): Promise<void> {
+    const st = await stat(this.reader.path);
+    const stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    if (this.fileStamp !== undefined && this.fileStamp !== stamp) {
+      this.proven.clear();
+      this.failed.clear();
+    }
+    this.fileStamp = stamp;
+  }
+}
+
+/**
+ * Passes on the bytes of `range` out of a whole blob flowing through it, and
+ * swallows the rest; the range's last piece is released only when the whole
+ * input has ended cleanly (the upstream VerifyingStream proved the digest).
+ */
+class RangeSlice extends Transform {
+  private pos = 0;
+  private held: Buffer | undefined;
+
+  constructor(private readonly range: ByteRange) {
+    super({ readableObjectMode: true, writableObjectMode: true, highWaterMark: 2 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const from = Math.max(this.range.start - this.pos, 0);
+    const to = Math.min(this.range.end + 1 - this.pos, chunk.length);
+    this.pos += chunk.length;
+    if (to <= from) {
+      cb();
+      return;
+    }
+    const previous = this.held;
+    this.held = chunk.subarray(from, to);
+    cb(null, previous);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    const last = this.held;
+    this.held = undefined;
+    cb(null, last);
+  }
+}
