@@ -31,3 +31,38 @@ export async function mapLimit<T, R>(items: readonly T[], n: number, fn: (item: 
   if (failed) throw failed.reason;
   return settled.map((s) => (s as PromiseFulfilledResult<R>).value);
 }
+
+/**
+ * A budget of units (bytes of memory, say) shared by tasks of different weights:
+ * a task waits until its weight fits, first come first served. A weight larger
+ * than the whole budget runs alone.
+ */
+export class WeightedLimiter {
+  private used = 0;
+  private readonly waiting: { weight: number; start: () => void }[] = [];
+
+  constructor(readonly capacity: number) {
+    if (!(capacity >= 1)) throw new Error('capacity must be at least 1');
+  }
+
+  /** Wait for room for `weight`; resolves to the function that gives it back (call it once). */
+  async acquire(weight: number): Promise<() => void> {
+    const w = Math.min(Math.max(weight, 0), this.capacity);
+    if (this.waiting.length > 0 || this.used + w > this.capacity) {
+      await new Promise<void>((resolve) => this.waiting.push({ weight: w, start: resolve }));
+    } else {
+      this.used += w;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.used -= w;
+      while (this.waiting.length > 0 && this.used + this.waiting[0]!.weight <= this.capacity) {
+        const next = this.waiting.shift()!;
+        this.used += next.weight;
+        next.start();
+      }
+    };
+  }
+}

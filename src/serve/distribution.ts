@@ -54,7 +54,7 @@ export class DistributionApi {
     if (path === '/v2/_catalog') return this.catalog(res, method, url);
     let m: RegExpExecArray | null;
     if ((m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(path))) return this.manifest(res, method, m[1]!, decodeURIComponent(m[2]!));
-    if ((m = /^\/v2\/(.+)\/blobs\/uploads(\/.*)?$/.exec(path))) {
+    if (/^\/v2\/(.+)\/blobs\/uploads(\/.*)?$/.test(path)) {
       return this.error(res, method, 405, 'UNSUPPORTED', 'this registry is a read-only view of a bundle: uploads are not supported', { Allow: 'GET, HEAD' });
     }
     if ((m = /^\/v2\/(.+)\/blobs\/([^/]+)$/.exec(path))) return this.blob(req, res, method, m[1]!, decodeURIComponent(m[2]!));

@@ -13,6 +13,9 @@ import type { ServeLog } from './log.js';
 /** A part of the server's URL space: answers the requests it claims, undefined for the others. */
 export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<Outcome> | undefined;
 
+/** A connection with no traffic either way for this long is closed. */
+const IDLE_TIMEOUT_MS = 120_000;
+
 export interface ServerOptions {
   host: string;
   port: number;
@@ -36,9 +39,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     const started = process.hrtime.bigint();
     active++;
     const path = printable(req.url ?? '/');
+    const remote = req.socket.remoteAddress ?? '-';
     const done = (o: Outcome): void => {
       log.request({
-        remote: req.socket.remoteAddress ?? '-',
+        remote,
         method: printable(req.method ?? '-'),
         path,
         status: o.status,
@@ -60,8 +64,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
   };
   const server: Server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : createHttpServer(handler);
-  // Keep-alive connections of idle clients must not hold a shutdown up.
+  // Keep-alive connections of idle clients must not hold a shutdown up, and a client
+  // that stops reading for this long gives its place (and memory) back.
   server.keepAliveTimeout = 5000;
+  server.setTimeout(IDLE_TIMEOUT_MS);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {

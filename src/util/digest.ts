@@ -39,9 +39,11 @@ export class VerifyingStream extends Transform {
     readonly expectedSize: number | undefined,
     readonly what: string,
     private readonly onBytes?: (n: number) => void,
+    /** How much it buffers on each side (default 1 MiB in, 16 chunks out); a server of many streams keeps it low. */
+    buffering: { writableHighWaterMark?: number; readableHighWaterMark?: number } = {},
   ) {
     // Object mode on the readable side: consumers get each Buffer as it is, never a concatenated copy.
-    super({ readableObjectMode: true, writableHighWaterMark: 1 << 20, readableHighWaterMark: 16 });
+    super({ readableObjectMode: true, writableHighWaterMark: 1 << 20, readableHighWaterMark: 16, ...buffering });
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
