@@ -31,6 +31,9 @@ Secure zone (carry july.airgap and site.pub across):
   $ bundle inspect july.airgap
   $ bundle verify july.airgap --key site.pub
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
+Or, with no registry yet:
+  $ bundle serve july.airgap --key site.pub --listen 127.0.0.1:5000
+  $ bundle extract july.airgap --key site.pub --oci-layout ./layout
 ${EXIT_DOC}`,
     );
 
@@ -170,6 +173,34 @@ Example:
 ${EXIT_DOC}`,
     )
     .action(async (file, opts) => setCode(await (await import('./commands/serve.js')).serveCommand(file, opts)));
+
+  outputOptions(
+    program
+      .command('extract')
+      .description('Write a bundle out as a standard OCI image layout (or write one member), checking every blob as it is written.')
+      .argument('<file>', 'the .airgap file')
+      .option('--oci-layout <dir>', 'the folder to write the OCI image layout into (new, empty, or an earlier extraction to resume)')
+      .option('--member <path-or-digest>', 'one member instead: index.json, blobs/sha256/<hex>, or a sha256:<hex> digest')
+      .option('-o, --output <file>', 'where --member goes (- for stdout)')
+      .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
+      .option('--insecure-skip-signature', 'extract even though nobody\'s signature is checked')
+      .addOption(new Option('--concurrency <n>', 'blobs written at once').argParser(parsePositiveInt).default(4))
+      .addHelpText(
+        'after',
+        `
+The layout is what skopeo (oci:DIR:REF), umoci and podman load read; REF is an image's ref
+name (bundle inspect lists them). Blobs are written under a temporary name and renamed once
+their digest is proven; blobs already there with the right digest are kept, so running it
+again after an interruption finishes the job. Only blobs/sha256/<digest>, index.json and
+oci-layout are written, inside DIR.
+
+Example:
+  $ bundle extract july.airgap --key site.pub --oci-layout ./layout
+  $ skopeo inspect oci:./layout:quay.io/ns/app:1.2
+  $ bundle extract july.airgap --key site.pub --member index.json -o -
+${EXIT_DOC}`,
+      ),
+  ).action(async (file, opts) => setCode(await (await import('./commands/extract.js')).extractCommand(file, opts)));
 
   return program;
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { assertNoStack, runBundle } from './helpers/cli.js';
 
 describe('CLI', () => {
-  for (const cmd of ['keygen', 'create', 'inspect', 'verify', 'push']) {
+  for (const cmd of ['keygen', 'create', 'inspect', 'verify', 'push', 'serve', 'extract']) {
     it(`bundle ${cmd} --help shows an example`, async () => {
       const r = await runBundle([cmd, '--help']);
       assert.equal(r.code, 0);
