@@ -3,11 +3,13 @@
  * image set (>= 1 GiB of unique gzip layers from real files, cached in bench/cache/).
  *
  * Knobs: BENCH_SCALE (GiB of unique blobs, default 1), BENCH_RUNS (repetitions, default 3),
+ * The serve scenario fetches every blob from `bundle serve` and from docker-registry with parallel curls.
  * BENCH_PROFILE=1 (also run bundle create/verify/push once under `node --cpu-prof` and
  * summarise the top self-time functions into bench/profile.md), BENCH_KEEP=1 (keep bench/cache/work).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -27,6 +29,8 @@ const SCALE = Number(process.env['BENCH_SCALE'] ?? '1');
 const RUNS = Math.max(1, Math.floor(Number(process.env['BENCH_RUNS'] ?? '3')));
 const PROFILE = process.env['BENCH_PROFILE'] === '1';
 const KEEP = process.env['BENCH_KEEP'] === '1';
+/** Clients fetching at once in the serve scenario. */
+const SERVE_PARALLEL = 8;
 if (!(SCALE > 0)) throw new Error('BENCH_SCALE must be a positive number of GiB');
 
 const t0 = performance.now();
@@ -113,6 +117,61 @@ async function startSource(ds: Dataset): Promise<{ reg: RunningRegistry; seedSec
   return { reg, seedSeconds };
 }
 
+interface BlobRef {
+  repo: string;
+  digest: string;
+  size: number;
+}
+
+/** Every layer and config of the bench images (each digest once, in the first repository that has it), read from a registry. */
+async function blobList(host: string): Promise<BlobRef[]> {
+  const seen = new Map<string, BlobRef>();
+  const get = async (repo: string, ref: string): Promise<Record<string, unknown>> => {
+    const res = await fetch(`http://${host}/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_ACCEPT } });
+    if (!res.ok) throw new Error(`${host}/${repo}:${ref}: HTTP ${res.status}`);
+    return (await res.json()) as Record<string, unknown>;
+  };
+  const walk = async (repo: string, ref: string): Promise<void> => {
+    const m = await get(repo, ref);
+    for (const child of (m.manifests as { digest: string }[] | undefined) ?? []) await walk(repo, child.digest);
+    const blobs = [m.config, ...((m.layers as unknown[] | undefined) ?? [])].filter(Boolean) as { digest: string; size: number }[];
+    for (const b of blobs) if (!seen.has(b.digest)) seen.set(b.digest, { repo, digest: b.digest, size: b.size });
+  };
+  for (const img of IMAGE_REFS) await walk(img.repo, img.tag);
+  return [...seen.values()];
+}
+
+/** `bundle serve` in the background on a free loopback port; resolves once it listens. */
+async function startBundleServe(argv: string[]): Promise<{ host: string; child: ChildProcess; peakRss(): number; stop(): Promise<void> }> {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const host = await new Promise<string>((resolve, reject) => {
+    const onData = (c: Buffer): void => {
+      out = (out + c.toString()).slice(-10_000);
+      const m = /"address":"(127\.0\.0\.1:\d+)"/.exec(out);
+      if (m) {
+        child.stdout!.off('data', onData);
+        child.stdout!.resume(); // the request log is drained, not kept
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    child.once('exit', (code) => reject(new Error(`bundle serve exited (${code}): ${out}`)));
+  });
+  return {
+    host,
+    child,
+    peakRss: () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
 interface Samples {
   bundleCreate: RunOutcome[];
   skopeoCreate: RunOutcome[];
@@ -121,6 +180,8 @@ interface Samples {
   bundlePush: RunOutcome[];
   bundleRepush: RunOutcome[];
   skopeoPush: RunOutcome[];
+  bundleServe: RunOutcome[];
+  registryServe: RunOutcome[];
 }
 
 async function main(): Promise<void> {
@@ -132,7 +193,9 @@ async function main(): Promise<void> {
 
   const { reg: src, seedSeconds } = await startSource(ds);
   const registries: RunningRegistry[] = [src];
+  let serveServer: Awaited<ReturnType<typeof startBundleServe>> | undefined;
   const cleanup = async (): Promise<void> => {
+    await serveServer?.stop();
     for (const r of registries) await r.stop().catch(() => undefined);
   };
   try {
@@ -158,14 +221,31 @@ async function main(): Promise<void> {
       bundlePush: (host: string) => ['node', BIN, 'push', airgap, '--to', `${host}/mirror`, '--key', `${keyPrefix}.pub`, '--json', '--out-dir', pushOut],
       skopeoUnpack: pipelineArgv(`zstd -dc ${q(skArchive)} | tar -C ${q(skUnpack)} -xf -`),
       skopeoPushSync: (host: string) => ['skopeo', 'sync', '--all', '--src', 'dir', '--dest', 'docker', '--dest-tls-verify=false', skUnpack, `${host}/mirror/bench`],
+      bundleServe: ['node', BIN, 'serve', airgap, '--key', `${keyPrefix}.pub`, '--listen', '127.0.0.1:0', '--log-format', 'json'],
+      // The same blobs from either server: SERVE_PARALLEL curls at once, each size checked.
+      fetchBlobs: (list: string) => pipelineArgv(`xargs -P ${SERVE_PARALLEL} -n 1 curl -sf -o /dev/null -w '%{size_download}\\n' < ${q(list)}`),
     };
+    let serveBlobs: BlobRef[] = [];
+    let servePeakRss = 0;
 
-    const s: Samples = { bundleCreate: [], skopeoCreate: [], bundleVerify: [], opensslVerify: [], bundlePush: [], bundleRepush: [], skopeoPush: [] };
+    const s: Samples = { bundleCreate: [], skopeoCreate: [], bundleVerify: [], opensslVerify: [], bundlePush: [], bundleRepush: [], skopeoPush: [], bundleServe: [], registryServe: [] };
     let bundleSize = 0;
     let skopeoSize = 0;
     let bundleContentBytes = 0;
     let skopeoDirBytes = 0;
     let repushStats = '';
+
+    const fetchAll = async (host: string, who: string): Promise<RunOutcome> => {
+      if (serveBlobs.length === 0) serveBlobs = await blobList(src.host);
+      const list = path.join(WORK, `urls-${host.replace(/\W/g, '_')}.txt`);
+      await writeFile(list, serveBlobs.map((b) => `http://${host}/v2/${b.repo}/blobs/${b.digest}\n`).join(''));
+      const r = await run(cmd.fetchBlobs(list));
+      const got = r.stdout.trim().split('\n').map(Number).reduce((a, b) => a + b, 0);
+      const want = serveBlobs.reduce((a, b) => a + b.size, 0);
+      if (got !== want) throw new Error(`${who}: fetched ${got} bytes, expected ${want}`);
+      log(`  ${`serve: ${who}`.padEnd(20)} ${sec(r.ms).padStart(7)} s  ${MB(want).padStart(7)} MB in ${serveBlobs.length} blobs`);
+      return r;
+    };
 
     const contenders = {
       async bundleCreate(): Promise<void> {
@@ -231,6 +311,14 @@ async function main(): Promise<void> {
           registries.splice(registries.indexOf(target), 1);
         }
       },
+      async bundleServe(): Promise<void> {
+        serveServer ??= await startBundleServe(cmd.bundleServe);
+        s.bundleServe.push(await fetchAll(serveServer.host, 'bundle serve'));
+        servePeakRss = serveServer.peakRss();
+      },
+      async registryServe(): Promise<void> {
+        s.registryServe.push(await fetchAll(src.host, 'docker-registry'));
+      },
     };
 
     for (let rep = 0; rep < RUNS; rep++) {
@@ -248,7 +336,9 @@ async function main(): Promise<void> {
       await pair(contenders.bundleCreate, contenders.skopeoCreate);
       await pair(contenders.bundleVerify, contenders.opensslVerify);
       await pair(() => contenders.bundlePush(rep === 0), () => contenders.skopeoPush(rep === 0));
+      await pair(contenders.bundleServe, contenders.registryServe);
     }
+    await serveServer?.stop();
 
     let profileMd = '';
     if (PROFILE) profileMd = await profile(src.host, cmd, registries);
@@ -275,6 +365,11 @@ async function main(): Promise<void> {
         target: '<= 1.01',
         pass: bundleSize / ds.uniqueBlobBytes <= 1.01,
       },
+      {
+        ...ratioRow(`serve: ${SERVE_PARALLEL} parallel curls of every blob, bundle serve / docker-registry`, s.bundleServe, s.registryServe, 0),
+        target: '(info)',
+        pass: null,
+      },
       { what: 'archive size: .airgap bytes / skopeo .tar.zst bytes', bundle: `${MB(bundleSize)} MB`, base: `${MB(skopeoSize)} MB`, ratio: bundleSize / skopeoSize, target: '(info)', pass: null },
     ];
     const rssLimit = 200e6;
@@ -291,6 +386,14 @@ async function main(): Promise<void> {
       rssRow('peak RSS: bundle verify (vs openssl)', s.bundleVerify, s.opensslVerify, true),
       rssRow('peak RSS: bundle push (vs zstd, tar, skopeo sync: max)', s.bundlePush, s.skopeoPush, true),
       rssRow('peak RSS: bundle re-push', s.bundleRepush, null, false),
+      {
+        what: `peak RSS: bundle serve (server process, VmHWM, ${SERVE_PARALLEL} clients)`,
+        bundle: `${MB(servePeakRss)} MB`,
+        base: '',
+        ratio: null,
+        target: '<= 200 MB',
+        pass: servePeakRss <= rssLimit,
+      },
     );
 
     const all = (xs: RunOutcome[]): string => xs.map((x) => sec(x.ms)).join(', ');
@@ -327,6 +430,8 @@ async function main(): Promise<void> {
           `skopeo push ${tp(ds.uniqueBlobBytes, m(s.skopeoPush))}`,
           `bundle verify ${tp(bundleSize, m(s.bundleVerify))}`,
           `openssl ${tp(bundleSize, m(s.opensslVerify))}`,
+          `bundle serve ${tp(serveBlobs.reduce((a, b) => a + b.size, 0), m(s.bundleServe))}`,
+          `docker-registry serve ${tp(serveBlobs.reduce((a, b) => a + b.size, 0), m(s.registryServe))}`,
         ].join(', '),
       '',
       'All runs (seconds):',
@@ -334,6 +439,7 @@ async function main(): Promise<void> {
       `- bundle create: ${all(s.bundleCreate)}; skopeo create: ${all(s.skopeoCreate)}`,
       `- bundle push: ${all(s.bundlePush)}; re-push: ${all(s.bundleRepush)} (${repushStats}); skopeo push: ${all(s.skopeoPush)}`,
       `- bundle verify: ${all(s.bundleVerify)}; openssl: ${all(s.opensslVerify)}`,
+      `- serve, every blob by ${SERVE_PARALLEL} parallel curls: bundle serve ${all(s.bundleServe)}; docker-registry ${all(s.registryServe)}`,
       '',
       'CPU time, user+sys (median; client processes only, the registries\' own CPU not counted): ' +
         `bundle create ${cpu(s.bundleCreate)}, skopeo create ${cpu(s.skopeoCreate)}; bundle push ${cpu(s.bundlePush)}, re-push ${cpu(s.bundleRepush)}, ` +
@@ -353,6 +459,9 @@ async function main(): Promise<void> {
       show(cmd.bundlePush('DST')),
       show(cmd.skopeoUnpack),
       show(cmd.skopeoPushSync('DST')),
+      '# serve: the same blobs (every layer and config) from bundle serve and from the source registry SRC (docker-registry)',
+      show(cmd.bundleServe),
+      show(cmd.fetchBlobs('urls.txt')),
       '# every command runs under: /usr/bin/time -f "%M %U %S" (peak RSS, CPU), timed with performance.now(), after an untimed `sync`',
       '```',
       '',
