@@ -16,6 +16,7 @@ import { buildTestImages, LayoutBuilder, skopeoCopy, skopeoInspectRaw, type Test
 import { assertNoStack, runBundle } from './helpers/cli.js';
 import { flipByteAfter } from './helpers/tamper.js';
 import { forgeBundle } from './helpers/forge.js';
+import { createSignedBundle } from './helpers/bundles.js';
 
 const run = promisify(execFile);
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -36,14 +37,7 @@ before(async () => {
   await skopeoCopy(set.layoutDir, 'app-two', `${src.host}/ns/app-two:2.0`, ['--format', 'v2s2']);
   await skopeoCopy(set.layoutDir, 'multi', `${src.host}/ns/multi:latest`);
   for (const ref of ['ns/app-one:1.0', 'ns/app-two:2.0', 'ns/multi:latest']) sourceRaw[`${src.host}/${ref}`] = await skopeoInspectRaw(`docker://${src.host}/${ref}`);
-  await writeFile(
-    join(work, 'bundle.yaml'),
-    ['apiVersion: airgap.bundle/v1alpha1', 'kind: BundleConfig', 'images:', ...Object.keys(sourceRaw).map((r) => `  - ${r}`), ''].join('\n'),
-  );
-  for (const k of ['site', 'other']) assert.equal((await runBundle(['keygen', '--out', join(work, k)])).code, 0);
-  bundle = join(work, 'july.airgap');
-  const r = await runBundle(['create', '-c', join(work, 'bundle.yaml'), '-o', bundle, '--sign-key', join(work, 'site.key')]);
-  assert.equal(r.code, 0, r.stderr);
+  bundle = await createSignedBundle(work, ['images:', ...Object.keys(sourceRaw).map((r) => `  - ${r}`)]);
   const inspected = await runBundle(['inspect', bundle, '--json']);
   refNames = (JSON.parse(inspected.stdout) as { images: { refName: string }[] }).images.map((i) => i.refName);
   assert.equal(refNames.length, 3);
@@ -109,7 +103,7 @@ describe('bundle extract --oci-layout', () => {
     const other = join(blobs, names.find((n) => n !== set.base.digest.slice(7))!);
     const otherBytes = await readFile(other);
     await writeFile(other, Buffer.alloc(otherBytes.length, 0x41)); // same size, wrong bytes
-    await writeFile(`${baseFile}.partial-999-0`, 'left by an interrupted run');
+    await writeFile(join(blobs, `.${set.base.digest.slice(7)}.partial-999-0`), 'left by an interrupted run');
     const r = await runBundle(['extract', bundle, '--key', join(work, 'site.pub'), '--oci-layout', dir, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const summary = JSON.parse(r.stdout) as { blobsWritten: number; manifestsWritten: number; blobsKept: number };

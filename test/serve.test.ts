@@ -15,6 +15,7 @@ import { startRegistry, selfSignedCert, type RunningRegistry } from './helpers/r
 import { buildTestImages, LayoutBuilder, pseudoRandom, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
 import { startServe, type RunningServe } from './helpers/serve.js';
+import { createSignedBundle } from './helpers/bundles.js';
 import { flipByteAfter } from './helpers/tamper.js';
 
 const run = promisify(execFile);
@@ -72,27 +73,14 @@ before(async () => {
   referrerDigest = artBlob.digest;
   art.tag(`${src.host}/ns/app-one:sbom`, artBlob);
   await art.save();
-  await writeFile(
-    join(work, 'bundle.yaml'),
-    [
-      'apiVersion: airgap.bundle/v1alpha1',
-      'kind: BundleConfig',
-      'images:',
-      `  - ${src.host}/ns/app-one:1.0`,
-      `  - ${src.host}/ns/app-two:2.0`,
-      `  - ${src.host}/ns/multi:latest`,
-      'ociLayouts:',
-      `  - path: ${join(work, 'artifact')}`,
-      '',
-    ].join('\n'),
-  );
-  let r = await runBundle(['keygen', '--out', join(work, 'site')]);
-  assert.equal(r.code, 0, r.stderr);
-  r = await runBundle(['keygen', '--out', join(work, 'other')]);
-  assert.equal(r.code, 0, r.stderr);
-  bundle = join(work, 'july.airgap');
-  r = await runBundle(['create', '-c', join(work, 'bundle.yaml'), '-o', bundle, '--sign-key', join(work, 'site.key')]);
-  assert.equal(r.code, 0, `create failed: ${r.stderr}`);
+  bundle = await createSignedBundle(work, [
+    'images:',
+    `  - ${src.host}/ns/app-one:1.0`,
+    `  - ${src.host}/ns/app-two:2.0`,
+    `  - ${src.host}/ns/multi:latest`,
+    'ociLayouts:',
+    `  - path: ${join(work, 'artifact')}`,
+  ]);
   serve = await startServe([bundle, '--key', join(work, 'site.pub')]);
 });
 

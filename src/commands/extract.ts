@@ -1,5 +1,4 @@
-import { open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import { resolve as resolvePath } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ArchiveReader } from '../archive/reader.js';
 import { blobPath, INDEX_MEMBER } from '../archive/writer.js';
@@ -10,6 +9,7 @@ import { mapLimit } from '../copy/limit.js';
 import { ANNOTATION_REF_NAME } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { OciLayoutWriter } from '../store/oci-layout-writer.js';
+import { writeAtomically } from '../util/atomic-file.js';
 import { isSha256Digest, verified, verifyBuffer } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
@@ -48,20 +48,11 @@ async function extractMember(reader: ArchiveReader, manifest: BundleManifest, wa
     // The last piece is held back until the digest is proven: a bad member never reaches stdout whole.
     await pipeline(source, process.stdout, { end: false });
   } else {
-    const target = resolvePath(output);
-    const temp = join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
-    const fh = await open(temp, 'wx', 0o644).catch((err: unknown) => {
-      throw new UsageError(`cannot write ${output}: ${errorMessage(err)}`);
-    });
-    try {
+    await writeAtomically(resolvePath(output), async (fh) => {
       for await (const chunk of source) await fh.write(chunk as Buffer);
-      await fh.close();
-      await rename(temp, target);
-    } catch (err) {
-      await fh.close().catch(() => undefined);
-      await rm(temp, { force: true });
-      throw err;
-    }
+    }).catch((err: unknown) => {
+      throw err instanceof BundleError ? err : new UsageError(`cannot write ${output}: ${errorMessage(err)}`);
+    });
   }
   if (opts.json) printJson({ bundle: reader.path, member: member.path, digest: member.digest, size: member.size, output });
   else if (!opts.quiet && output !== '-') process.stdout.write(`wrote ${member.path} (${humanBytes(member.size)}, ${member.digest} verified) to ${output}\n`);

@@ -10,18 +10,18 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ANNOTATION_REF_NAME, MediaType } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { digestHex, verifyBuffer } from '../util/digest.js';
+import { PARTIAL_NAME, writeAtomically } from '../util/atomic-file.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import type { ManifestBytes, PutResult, WritableContentStore } from './store.js';
 
 const OCI_LAYOUT = '{"imageLayoutVersion":"1.0.0"}';
-let tempCounter = 0;
 
 export class OciLayoutWriter implements WritableContentStore {
   readonly description: string;
@@ -63,11 +63,11 @@ export class OciLayoutWriter implements WritableContentStore {
     return w;
   }
 
-  /** Temporary files an interrupted run left behind (their names end in `.partial-<pid>-<n>`). */
+  /** Temporary files an interrupted run left behind (`.<name>.partial-<pid>-<n>`). */
   private async removeStaleTemporaries(): Promise<void> {
     for (const folder of [this.dir, this.blobDir]) {
       for (const name of await readdir(folder)) {
-        if (/\.partial-\d+-\d+$/.test(name)) await rm(join(folder, name), { force: true });
+        if (PARTIAL_NAME.test(name)) await rm(join(folder, name), { force: true });
       }
     }
   }
@@ -97,7 +97,7 @@ export class OciLayoutWriter implements WritableContentStore {
 
   async putBlob(repo: string, desc: Descriptor, openStream: () => Promise<Readable>): Promise<PutResult> {
     if (await this.hasBlob(repo, desc)) return 'exists';
-    await this.writeAtomically(this.blobPath(desc.digest), async (fh) => {
+    await writeAtomically(this.blobPath(desc.digest), async (fh) => {
       const stream = await openStream();
       try {
         for await (const chunk of stream) await fh.write(chunk as Buffer);
@@ -111,7 +111,7 @@ export class OciLayoutWriter implements WritableContentStore {
   async putManifest(repo: string, desc: Descriptor, bytes: Buffer): Promise<PutResult> {
     verifyBuffer(bytes, desc.digest, desc.size, `manifest ${desc.digest}`);
     if (await this.hasBlob(repo, desc)) return 'exists';
-    await this.writeAtomically(this.blobPath(desc.digest), (fh) => fh.write(bytes).then(() => undefined));
+    await writeAtomically(this.blobPath(desc.digest), (fh) => fh.write(bytes));
     return 'written';
   }
 
@@ -136,30 +136,11 @@ export class OciLayoutWriter implements WritableContentStore {
       }
     }
     const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [...kept, ...entries] };
-    await this.writeAtomically(join(this.dir, 'oci-layout'), (fh) => fh.write(OCI_LAYOUT).then(() => undefined));
-    await this.writeAtomically(join(this.dir, 'index.json'), (fh) => fh.write(`${JSON.stringify(index, null, 2)}\n`).then(() => undefined));
+    await writeAtomically(join(this.dir, 'oci-layout'), (fh) => fh.write(OCI_LAYOUT));
+    await writeAtomically(join(this.dir, 'index.json'), (fh) => fh.write(`${JSON.stringify(index, null, 2)}\n`));
   }
 
   private blobPath(digest: string): string {
     return join(this.blobDir, digestHex(digest));
-  }
-
-  /**
-   * Fill a new temporary file next to `path` (created exclusively: never
-   * through an existing file or link), then rename it over `path` (which
-   * replaces a link rather than following it). Removed on any failure.
-   */
-  private async writeAtomically(path: string, fill: (fh: import('node:fs/promises').FileHandle) => Promise<void>): Promise<void> {
-    const temp = `${path}.partial-${process.pid}-${tempCounter++}`;
-    const fh = await open(temp, 'wx', 0o644);
-    try {
-      await fill(fh);
-      await fh.close();
-      await rename(temp, path);
-    } catch (err) {
-      await fh.close().catch(() => undefined);
-      await rm(temp, { force: true });
-      throw err;
-    }
   }
 }
