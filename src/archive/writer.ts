@@ -51,7 +51,7 @@ export interface ArchiveWriterOptions {
 }
 
 export interface FinishOptions {
-  tool: { name: string; version: string };
+  tool: BundleManifest['tool'];
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
 }
@@ -216,7 +216,7 @@ export class ArchiveWriter implements WritableContentStore {
         kind: 'AirgapBundleManifest',
         formatVersion: FORMAT_VERSION,
         created: this.created.toISOString().replace('.000Z', 'Z'),
-        tool: { name: opts.tool.name, version: opts.tool.version },
+        tool: { ...opts.tool },
         members: this.members.map((m) => ({ ...m })),
         images: this.images.map((i) => ({ ...i })),
       };

@@ -50,7 +50,12 @@ export interface BundleManifest {
   formatVersion: string;
   /** RFC 3339 time of creation. */
   created: string;
-  tool: { name: string; version: string };
+  tool: {
+    name: string;
+    version: string;
+    /** The standalone executable carried as a member (`create --include-tool`): `blobs/sha256/<hex>` of this digest. */
+    executable?: { digest: string; size: number; platform: string };
+  };
   /** Every member of the archive except the manifest and its signature. */
   members: BundleMember[];
   images: BundleImage[];

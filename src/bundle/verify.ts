@@ -13,6 +13,7 @@ import { checkSignature, type SignatureStatus } from './trust.js';
 import { errorMessage } from '../util/errors.js';
 import { digestHex } from '../util/digest.js';
 import type { Progress } from '../util/progress.js';
+import { seaAssets } from '../util/package-root.js';
 import { MANIFEST_MEMBER, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
 import { validateManifest } from './validate.js';
 
@@ -62,14 +63,24 @@ async function hashAllMembers(reader: ArchiveReader, totalBytes: number, progres
 }
 
 /** hash-worker.js beside this module (tsc output) or above it (the bundle keeps shared code in chunks/). */
+/** Asset name of the hashing thread's code in the standalone executable (pkg.config.json). */
+export const HASH_WORKER_ASSET = 'hash-worker.cjs';
+
 function workerFile(): URL {
   const beside = new URL('./hash-worker.js', import.meta.url);
   return existsSync(beside) ? beside : new URL('../hash-worker.js', import.meta.url);
 }
 
+/** The hashing thread: its file, or in the standalone executable its embedded code. */
+function startWorker(job: HashJob): Worker {
+  const sea = seaAssets();
+  if (sea) return new Worker(sea.getAsset(HASH_WORKER_ASSET, 'utf8') as string, { eval: true, workerData: job });
+  return new Worker(workerFile(), { workerData: job });
+}
+
 function hashInWorker(job: HashJob, onBytes: (n: number) => void): Promise<{ members: HashedMember[]; error?: string }> {
   return new Promise((resolve) => {
-    const worker = new Worker(workerFile(), { workerData: job });
+    const worker = startWorker(job);
     let settled = false;
     worker.on('message', (msg: HashWorkerMessage) => {
       if (msg.kind === 'bytes') onBytes(msg.n);

@@ -1,5 +1,6 @@
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { access, open, stat } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
@@ -13,7 +14,9 @@ import { createPublicKey } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
 import { resolveImages, type SourceImage } from '../sources/images.js';
+import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import type { ContentStore } from '../store/store.js';
+import { digestHex, verified } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -35,6 +38,8 @@ export interface CreateOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   srcAuthfile?: string;
+  /** Carry the standalone executable: true for this one (or the one npm run package built), or a path. */
+  includeTool?: boolean | string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -51,6 +56,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const existing = await stat(output).catch(() => undefined);
   if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the .airgap file to write`);
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
+  const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
   if (!signer) progress.warn('no --sign-key: the bundle will be unsigned, and `bundle push` will refuse it without --insecure-skip-signature');
 
@@ -147,9 +153,16 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));
     for (const img of images) writer.addImage(img);
+    let executable: ToolExecutable | undefined;
+    if (toolFile) {
+      progress.phase('adding the executable');
+      executable = await addExecutable(writer, toolFile);
+      progress.finishPhase();
+      progress.info(`  executable ${toolFile} sha256:${digestHex(executable.digest)}`);
+    }
     progress.phase('writing manifest');
     const result = await writer.finish({
-      tool: { name: TOOL_NAME, version: TOOL_VERSION },
+      tool: { name: TOOL_NAME, version: TOOL_VERSION, ...(executable ? { executable } : {}) },
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
     });
     progress.finishPhase();
@@ -163,6 +176,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       contentBytes: blobBytes,
       signedBy: signer ? keyId(createPublicKey(signer)) : null,
       seconds: (Date.now() - started) / 1000,
+      executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
       failed,
     };
@@ -173,6 +187,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
           `${humanBytes(blobBytes)} of content in ${humanBytes(result.size)}, ` +
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
+      if (executable) process.stdout.write(`carries the executable for ${executable.platform} (${humanBytes(executable.size)}), sha256 ${digestHex(executable.digest)}: bundle extract-tool writes it out\n`);
     }
     if (failed.length > 0) {
       if (!opts.json) for (const f of failed) process.stdout.write(`NOT BUNDLED ${f.source}: ${f.error}\n`);
@@ -184,6 +199,32 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     await writer.abort();
     throw err;
   }
+}
+
+/** The executable --include-tool names, checked before anything is downloaded. */
+async function executableToInclude(option: true | string): Promise<string> {
+  const file = option === true ? defaultExecutable() : resolvePath(option);
+  if (!file) {
+    throw new UsageError('--include-tool: this is not the standalone executable and none was built (npm run package); name one: --include-tool PATH');
+  }
+  const head = Buffer.alloc(4);
+  const fh = await open(file, 'r').catch(() => {
+    throw new UsageError(`--include-tool ${file}: cannot read it`);
+  });
+  try {
+    await fh.read(head, 0, 4, 0);
+  } finally {
+    await fh.close();
+  }
+  if (!head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) throw new UsageError(`--include-tool ${file}: not a Linux executable`);
+  return file;
+}
+
+/** Store the executable as a member, hashed first so the archive checks every byte it writes. */
+async function addExecutable(writer: ArchiveWriter, file: string): Promise<ToolExecutable> {
+  const { digest, size } = await hashFile(file);
+  await writer.putBlob('', { mediaType: TOOL_EXECUTABLE_MEDIA_TYPE, digest, size }, async () => verified(createReadStream(file), digest, size, `executable ${file}`));
+  return { digest, size, platform: TOOL_PLATFORM };
 }
 
 function sumStats(all: CopyStats[]): CopyStats {

@@ -29,6 +29,8 @@ export async function inspectCommand(file: string, opts: OutputOptions): Promise
     out.write(`  format ${m.formatVersion}, created ${m.created} by ${m.tool.name} ${m.tool.version}\n`);
     out.write(`  ${m.members.length} members, ${humanBytes(contentBytes)} of content in ${humanBytes(reader.fileSize)} on disk\n`);
     out.write(`  ${signers.length ? `signed by key ${signers.join(', ')}` : 'UNSIGNED'} (not checked here: run bundle verify --key)\n`);
+    const exe = m.tool.executable;
+    if (exe) out.write(`  carries the executable for ${exe.platform} (${humanBytes(exe.size)}), sha256 ${exe.digest.slice('sha256:'.length)}: bundle extract-tool\n`);
     out.write(`  ${m.images.length} images:\n`);
     for (const img of m.images) {
       out.write(`    ${img.source}\n      ${img.digest} ${img.mediaType.replace(/^application\//, '')}${img.platforms.length ? ` [${img.platforms.join(', ')}]` : ''}\n`);
