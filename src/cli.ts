@@ -161,9 +161,11 @@ ${EXIT_DOC}`,
       .addHelpText(
         'after',
         `
-One trip carries the tool and the bundle: on the internet side
+One trip carries the tool and the bundle: create it on the internet side with
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key --include-tool
-and in the secure zone, with any copy of the tool (or the Node.js build):
+then, in the secure zone, with any copy of the tool (or the Node.js build):
+
+Example:
   $ bundle extract-tool july.airgap -o ./bundle --key site.pub
   $ ./bundle version     # prints the sha256 create printed
 ${EXIT_DOC}`,
