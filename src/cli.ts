@@ -59,6 +59,7 @@ ${EXIT_DOC}`,
       .option('--ca-file <file>', 'an extra CA certificate to trust (repeatable)', collect)
       .option('--authfile <file>', 'registry credentials (auth.json / Docker config / OpenShift pull secret)')
       .option('--src-authfile <file>', 'credentials for the source registries (overrides --authfile)')
+      .option('--since <bundle>', 'make an update bundle: leave out every blob this earlier bundle (or its manifest, saved by inspect --manifest-out) carried')
       .option('--include-tool [executable]', 'carry the standalone executable in the bundle, signed with it (default: this executable, or the one npm run package built); bundle extract-tool writes it out')
       .addHelpText(
         'after',
@@ -86,7 +87,8 @@ ${EXIT_DOC}`,
       .command('inspect')
       .description('Show what a bundle holds (images, sizes, signer) from its manifest, instantly. Checks nothing: use verify.')
       .argument('<file>', 'the .airgap file')
-      .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n${EXIT_DOC}`),
+      .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
+      .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),
   ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
 
   outputOptions(
@@ -95,6 +97,7 @@ ${EXIT_DOC}`,
       .description('Prove a bundle is complete, untampered and signed by a trusted key, without unpacking it.')
       .argument('<file>', 'the .airgap file')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
+      .option('--base <bundle>', 'for an update bundle (create --since): the base bundle; verify both and that the base carries what the update leaves out')
       .addHelpText(
         'after',
         `

@@ -52,6 +52,8 @@ export interface ArchiveWriterOptions {
 
 export interface FinishOptions {
   tool: BundleManifest['tool'];
+  /** Optional manifest fields set by the caller (an update's `base`). */
+  fields?: Pick<BundleManifest, 'base'>;
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
 }
@@ -219,6 +221,7 @@ export class ArchiveWriter implements WritableContentStore {
         tool: { ...opts.tool },
         members: this.members.map((m) => ({ ...m })),
         images: this.images.map((i) => ({ ...i })),
+        ...opts.fields,
       };
       const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
       const payload = manifestBytes.toString('base64');

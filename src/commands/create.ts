@@ -4,6 +4,7 @@ import { access, open, stat } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
+import { LeaveOutStore, loadBase } from '../bundle/update.js';
 import { loadConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
@@ -40,6 +41,8 @@ export interface CreateOptions extends OutputOptions {
   srcAuthfile?: string;
   /** Carry the standalone executable: true for this one (or the one npm run package built), or a path. */
   includeTool?: boolean | string;
+  /** Make an update bundle: leave out the blobs this bundle (or saved manifest) carried. */
+  since?: string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -57,6 +60,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the .airgap file to write`);
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
   const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
+  const base = opts.since ? await loadBase(opts.since) : undefined;
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
   if (!signer) progress.warn('no --sign-key: the bundle will be unsigned, and `bundle push` will refuse it without --insecure-skip-signature');
 
@@ -110,6 +114,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   const writer = await opening;
+  // An update writes through a store that leaves out what the base carried.
+  const destination = base ? new LeaveOutStore(writer, base.candidates) : writer;
   const limiter = new Limiter(opts.concurrency);
   const engines = new Map<ContentStore, CopyEngine>();
   const images: BundleImage[] = [];
@@ -121,7 +127,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       if (stopped) return;
       let engine = engines.get(src.store);
       if (!engine) {
-        engine = new CopyEngine(src.store, writer, { limiter, progress });
+        engine = new CopyEngine(src.store, destination, { limiter, progress });
         engines.set(src.store, engine);
       }
       let copied;
@@ -163,6 +169,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     progress.phase('writing manifest');
     const result = await writer.finish({
       tool: { name: TOOL_NAME, version: TOOL_VERSION, ...(executable ? { executable } : {}) },
+      fields: base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : undefined,
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
     });
     progress.finishPhase();
@@ -176,6 +183,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       contentBytes: blobBytes,
       signedBy: signer ? keyId(createPublicKey(signer)) : null,
       seconds: (Date.now() - started) / 1000,
+      base: result.manifest.base ? { name: result.manifest.base.name, digest: result.manifest.base.digest, blobsLeftOut: result.manifest.base.blobs.length } : null,
       executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
       failed,
@@ -187,6 +195,13 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
           `${humanBytes(blobBytes)} of content in ${humanBytes(result.size)}, ` +
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
+      const leftOut = result.manifest.base?.blobs ?? [];
+      if (result.manifest.base) {
+        process.stdout.write(
+          `update of ${result.manifest.base.name} (manifest ${result.manifest.base.digest}): ${leftOut.length} blobs ` +
+            `(${humanBytes(leftOut.reduce((n, b) => n + b.size, 0))}) left out because it carried them\n`,
+        );
+      }
       if (executable) process.stdout.write(`carries the executable for ${executable.platform} (${humanBytes(executable.size)}), sha256 ${digestHex(executable.digest)}: bundle extract-tool writes it out\n`);
     }
     if (failed.length > 0) {
