@@ -106,8 +106,23 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
 
   const { members: physical, error } = await hashAllMembers(reader, totalBytes, progress);
   if (error) problems.push({ kind: 'archive', message: `the archive could not be read to its end: ${error}` });
+  // Only the two control members in their fixed frames are exempt from the listing; any other copy is unlisted.
+  const frames = reader.frames;
+  const controlAt = new Map([
+    [MANIFEST_MEMBER, frames[frames.length - 4]!.decompressedOffset],
+    [SIGNATURE_MEMBER, frames[frames.length - 2]!.decompressedOffset],
+  ]);
   for (const member of physical) {
-    if (member.path === MANIFEST_MEMBER || member.path === SIGNATURE_MEMBER) continue;
+    const fixed = controlAt.get(member.path);
+    if (fixed === member.offset) continue;
+    if (fixed !== undefined) {
+      problems.push({
+        kind: 'unlisted',
+        member: member.path,
+        message: `an extra copy of ${member.path} at tar offset ${member.offset}: only the one in the archive's last frames counts, and the manifest lists no other`,
+      });
+      continue;
+    }
     if (member.type !== 'file') {
       problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is a ${member.type} entry; a bundle holds only files` });
       continue;

@@ -1,4 +1,6 @@
 import { ArchiveReader } from '../archive/reader.js';
+import { FORMAT_VERSION } from '../bundle/manifest.js';
+import { isNewerMinor, unknownFields } from '../bundle/validate.js';
 import { humanBytes } from '../util/progress.js';
 import { printJson, type OutputOptions } from './common.js';
 
@@ -9,6 +11,8 @@ export async function inspectCommand(file: string, opts: OutputOptions): Promise
     const m = reader.manifest;
     const contentBytes = m.members.reduce((n, x) => n + x.size, 0);
     const signers = reader.envelope.signatures.map((s) => s.keyid);
+    // What a newer minor of the format added: carried along, reported, not understood.
+    const unknown = unknownFields(m);
     if (opts.json) {
       printJson({
         file,
@@ -21,6 +25,7 @@ export async function inspectCommand(file: string, opts: OutputOptions): Promise
         members: m.members.length,
         contentBytes,
         images: m.images,
+        unknownFields: unknown,
       });
       return 0;
     }
@@ -28,6 +33,10 @@ export async function inspectCommand(file: string, opts: OutputOptions): Promise
     out.write(`${file}\n`);
     out.write(`  format ${m.formatVersion}, created ${m.created} by ${m.tool.name} ${m.tool.version}\n`);
     out.write(`  ${m.members.length} members, ${humanBytes(contentBytes)} of content in ${humanBytes(reader.fileSize)} on disk\n`);
+    if (unknown.length) {
+      const why = isNewerMinor(m) ? `format ${m.formatVersion} is newer than this tool's ${FORMAT_VERSION}` : `NOT valid format ${m.formatVersion}`;
+      out.write(`  unknown to this version (${why}): ${unknown.join(', ')}\n`);
+    }
     out.write(`  ${signers.length ? `signed by key ${signers.join(', ')}` : 'UNSIGNED'} (not checked here: run bundle verify --key)\n`);
     out.write(`  ${m.images.length} images:\n`);
     for (const img of m.images) {
