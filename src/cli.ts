@@ -84,7 +84,7 @@ ${EXIT_DOC}`,
   outputOptions(
     program
       .command('inspect')
-      .description('Show what a bundle holds (images, sizes, signer) from its manifest, instantly. Checks nothing: use verify.')
+      .description('Show what a bundle holds (images, sizes, signer, and any manifest fields this version does not know, from a newer 1.x format) from its manifest, instantly. Checks nothing: use verify.')
       .argument('<file>', 'the .airgap file')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n${EXIT_DOC}`),
   ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
