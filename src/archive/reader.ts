@@ -339,7 +339,12 @@ export class ArchiveReader implements ContentStore {
     const headers: { frame: number; member: BundleMember }[] = [];
     let f = 0;
     let pos = 0;
+    // Empty frames hold nothing, so they hide nothing: skipped wherever they are.
+    const skipEmpty = (): void => {
+      while (f < controlStart && frames[f]!.decompressedSize === 0) f++;
+    };
     for (const m of members) {
+      skipEmpty();
       const h = frames[f];
       if (f >= controlStart || !h || h.decompressedOffset !== pos || h.decompressedOffset + h.decompressedSize !== m.offset || h.decompressedSize > MAX_HEADER_FRAME) {
         return [`the archive holds something the manifest does not list between tar offsets ${pos} and ${m.offset} (before ${m.path})`];
@@ -350,6 +355,7 @@ export class ArchiveReader implements ContentStore {
       if ((frames[f]?.decompressedOffset ?? Infinity) !== end) return [`${m.path}: its data frames do not end where its data does (tar offset ${end})`];
       pos = end;
     }
+    skipEmpty();
     if (f !== controlStart) {
       return [`the archive holds something the manifest does not list between tar offset ${pos} and ${MANIFEST_MEMBER}`];
     }

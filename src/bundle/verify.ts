@@ -154,6 +154,11 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   for (const m of manifest.members) {
     if (!seen.has(m.path)) problems.push({ kind: 'missing', member: m.path, message: `${m.path} is listed in the manifest but not in the archive` });
   }
+  // Content all present and accounted for: the frames must follow the framing rules too, as push checks
+  // them (so that whatever push refuses, verify has named first).
+  if (!problems.some((p) => p.kind !== 'signature' && p.kind !== 'manifest')) {
+    for (const message of await reader.layoutProblems()) problems.push({ kind: 'archive', message });
+  }
 
   // Every image's graph: each manifest and blob it needs is a listed, intact member.
   const dependents = new Map<string, Set<string>>();
