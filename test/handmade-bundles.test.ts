@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { MANIFEST_MEMBER, SIGNATURE_MEMBER } from '../src/bundle/manifest.js';
 import { generateKeyPair, loadPrivateKey } from '../src/sign/keys.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
-import { handImage, writeHandmadeBundle, type HandImage } from './helpers/handmade.js';
+import { handImage, writeHandmadeBundle, type HandImage, type HandMember } from './helpers/handmade.js';
 import { skopeoInspectRaw } from './helpers/images.js';
 import { startProxy, type RunningProxy } from './helpers/proxy.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
@@ -106,6 +106,24 @@ describe('an unlisted duplicate control member', () => {
     assert.equal(p.code, 1, p.stdout + p.stderr);
     assert.match(p.stderr, /refusing to push .*frame \d+ should hold the tar header of blobs\/sha256\/[0-9a-f]{64} \(\d+ bytes\) but holds something else/);
     assert.deepEqual(writes(proxy), [], 'nothing was written to the registry');
+  });
+});
+
+describe('the framing rules', () => {
+  it('a header sharing a frame with the data before it: the tar is whole, but verify names it and push refuses', async () => {
+    const file = join(work, 'joined.airgap');
+    const [layer, config, manifest] = img.blobs as [HandMember, HandMember, HandMember];
+    await writeHandmadeBundle(file, { members: [layer, { ...config, joinPrevious: true }, manifest], images: [img.entry], signKey: key });
+    const v = await runBundle(['verify', file, '--key', pub, '--json']);
+    assert.equal(v.code, 1, v.stdout + v.stderr);
+    const problems = (JSON.parse(v.stdout) as { problems: { kind: string; message: string }[] }).problems;
+    assert.deepEqual(problems.map((p) => p.kind), ['archive'], v.stdout);
+    assert.match(problems[0]!.message, new RegExp(`${layer.path}: its data frames do not end where its data does`));
+    proxy.reset();
+    const p = await runBundle(['push', file, '--to', `${proxy.host}/joined`, '--key', pub]);
+    assert.equal(p.code, 1, p.stdout + p.stderr);
+    assert.match(p.stderr, /refusing to push .*its data frames do not end where its data does/);
+    assert.deepEqual(writes(proxy), []);
   });
 });
 

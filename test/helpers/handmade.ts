@@ -25,6 +25,8 @@ export interface HandMember {
    * header frame instead of frames of their own (the seek table shows nothing odd).
    */
   hidden?: boolean;
+  /** Its header goes at the end of the previous frame instead of a frame of its own (against framing rule 1). */
+  joinPrevious?: boolean;
 }
 
 export interface HandImage {
@@ -72,14 +74,13 @@ export interface HandBundle {
 /** Write `file`: oci-layout, the members, index.json, the (signed) manifest, the tar end and the seek table. */
 export async function writeHandmadeBundle(file: string, spec: HandBundle): Promise<{ manifest: Record<string, unknown> }> {
   const mtime = new Date('2026-01-01T00:00:00Z');
-  const chunks: Buffer[] = [];
-  const frames: SeekEntry[] = [];
+  // Each frame's content; encoded at the end, so a header can still join the frame before it.
+  const contents: Buffer[][] = [];
   let tarPos = 0;
-  const frame = (parts: Buffer[]): void => {
-    const f = encodeRawFrame(parts);
-    chunks.push(...f.buffers);
-    frames.push({ compressedSize: f.size, decompressedSize: f.contentSize });
-    tarPos += f.contentSize;
+  const frame = (parts: Buffer[], joinPrevious = false): void => {
+    if (joinPrevious) contents[contents.length - 1]!.push(...parts);
+    else contents.push(parts);
+    for (const p of parts) tarPos += p.length;
   };
   const listed: Record<string, unknown>[] = [];
   let hidden: Buffer[] = [];
@@ -88,7 +89,7 @@ export async function writeHandmadeBundle(file: string, spec: HandBundle): Promi
       hidden.push(encodeFileHeader(m.path, m.data.length, mtime), m.data, Buffer.alloc(padding(m.data.length)));
       return;
     }
-    frame([...hidden, encodeFileHeader(m.path, m.data.length, mtime)]);
+    frame([...hidden, encodeFileHeader(m.path, m.data.length, mtime)], m.joinPrevious);
     hidden = [];
     const offset = tarPos;
     if (m.data.length > 0) frame([m.data, Buffer.alloc(padding(m.data.length))]);
@@ -130,6 +131,13 @@ export async function writeHandmadeBundle(file: string, spec: HandBundle): Promi
     frame([data, Buffer.alloc(padding(data.length))]);
   }
   frame([Buffer.alloc(2 * TAR_BLOCK)]);
+  const chunks: Buffer[] = [];
+  const frames: SeekEntry[] = [];
+  for (const parts of contents) {
+    const f = encodeRawFrame(parts);
+    chunks.push(...f.buffers);
+    frames.push({ compressedSize: f.size, decompressedSize: f.contentSize });
+  }
   chunks.push(encodeSeekTable(frames));
   await writeFile(file, Buffer.concat(chunks));
   return { manifest };
