@@ -1,8 +1,9 @@
 /**
  * The build step after `tsc` (`npm run build`):
  * 1. compiles the bundle manifest's JSON Schema (as written, and opened for newer
- *    minors) into standalone validation code with ajv (dist/generated/), so verify and push do not load and compile ajv
- *    at every start (validate.ts falls back to compiling when it is missing);
+ *    minors) into standalone validation code with ajv (dist/generated/), so verify
+ *    and push do not load and compile ajv at every start (validate.ts falls back
+ *    to compiling when it is missing);
  * 2. bundles the CLI and the hashing worker into single files with esbuild
  *    (dist/bundle/), which bin/bundle.js runs: one file to load instead of
  *    hundreds of modules halves the start-up of a short command such as a
