@@ -214,15 +214,26 @@ describe('bundle extract: a hostile bundle', () => {
     );
     const v = await runBundle(['verify', header, '--key', join(work, 'site.pub')]);
     assert.equal(v.code, 1, 'verify sees the header does not match the manifest');
-    const dir2 = join(parent, 'dir2');
-    r = await runBundle(['extract', header, '--key', join(work, 'site.pub'), '--oci-layout', dir2]);
+    r = await runBundle(['extract', header, '--key', join(work, 'site.pub'), '--oci-layout', join(parent, 'dir2')]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /refusing to extract .*should hold the tar header of blobs\/sha256\/[0-9a-f]+ .* but holds \.\.\/\.\.\/escape/);
+    // 3. The same blob under its right name: extracted, read by skopeo (the forge itself makes sound bundles).
+    const sound = join(work, 'sound.airgap');
+    await forgeBundle(
+      sound,
+      [...common, { name: `blobs/sha256/${layerBlob.digest.slice(7)}`, data: await blob(layerBlob), mediaType: layerBlob.mediaType }, indexMember],
+      [image],
+      join(work, 'site.key'),
+    );
+    const dir3 = join(parent, 'dir3');
+    r = await runBundle(['extract', sound, '--key', join(work, 'site.pub'), '--oci-layout', dir3]);
     assert.equal(r.code, 0, r.stderr);
-    const { stdout } = await run('skopeo', ['inspect', '--raw', `oci:${dir2}:${image.refName}`]);
+    const { stdout } = await run('skopeo', ['inspect', '--raw', `oci:${dir3}:${image.refName}`]);
     assert.equal(sha256(Buffer.from(stdout)), manifestBlob.digest);
-    assert.equal(sha256(await readFile(join(dir2, 'blobs', 'sha256', layerBlob.digest.slice(7)))), layerBlob.digest);
+    assert.equal(sha256(await readFile(join(dir3, 'blobs', 'sha256', layerBlob.digest.slice(7)))), layerBlob.digest);
 
     // Nothing anywhere outside the folders named.
-    assert.deepEqual((await readdir(parent)).sort(), ['dir2']);
+    assert.deepEqual((await readdir(parent)).sort(), ['dir3']);
     assert.deepEqual((await readdir(work)).filter((n) => n.includes('escape')), []);
     assert.deepEqual((await readdir(join(work, '..'))).filter((n) => n.includes('escape')), []);
   });

@@ -69,13 +69,22 @@ export async function requireTrust(opts: TrustOptions, verb: string): Promise<Tr
 
 /**
  * The bundle's manifest once its signature is proven (by `trusted`; none: not
- * checked) and it passes the schema; refuses (exit 1) an unsigned, untrusted
- * or tampered bundle.
+ * checked), it passes the schema, and the archive's framing holds exactly the
+ * members it lists; refuses (exit 1) an unsigned, untrusted, tampered or
+ * re-framed bundle, naming `verb` (push, serve, extract).
  */
-export function trustedManifest(reader: ArchiveReader, trusted: TrustedKey[] | undefined, verb: string): BundleManifest {
+export async function trustedManifest(reader: ArchiveReader, trusted: TrustedKey[] | undefined, verb: string): Promise<BundleManifest> {
   const sig = checkSignature(reader, trusted);
   if (sig.problems.length > 0) {
     throw new BundleError(`refusing to ${verb} ${reader.path}: ${sig.problems.map((p) => p.message).join('; ')}`, 1);
   }
-  return validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+  const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+  const layout = await reader.layoutProblems();
+  if (layout.length > 0) {
+    throw new BundleError(
+      `refusing to ${verb} ${reader.path}: ${layout.slice(0, 3).join('; ')}${layout.length > 3 ? ` and ${layout.length - 3} more` : ''} (bundle verify names everything wrong)`,
+      1,
+    );
+  }
+  return manifest;
 }

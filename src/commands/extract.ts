@@ -29,7 +29,7 @@ export async function extractCommand(file: string, opts: ExtractOptions): Promis
   const trusted = await requireTrust(opts, 'extract');
   const reader = await ArchiveReader.open(file);
   try {
-    const manifest = trustedManifest(reader, trusted, 'extract');
+    const manifest = await trustedManifest(reader, trusted, 'extract');
     const progress = await progressFor(opts);
     if (!trusted) progress.warn('--insecure-skip-signature: extracting without checking who made this bundle');
     return opts.member ? await extractMember(reader, manifest, opts.member, opts.output!, opts) : await extractLayout(reader, manifest, opts.ociLayout!, opts);
@@ -105,6 +105,9 @@ async function extractLayout(reader: ArchiveReader, manifest: BundleManifest, di
         `${s.blobsSkipped} already there, ${s.manifestsWritten} manifests written, in ${summary.seconds.toFixed(1)} s\n`,
     );
     for (const f of failures) process.stdout.write(`FAILED ${f.source}: ${f.error}\n`);
+  }
+  if (failures.length && manifest.base) {
+    progress.warn(`this is an update of ${manifest.base.name}: it leaves out the layers its base carried; extract ${manifest.base.name} into ${dir} first, then this`);
   }
   return failures.length ? 1 : 0;
 }

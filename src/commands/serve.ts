@@ -50,11 +50,14 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
   const reader = await ArchiveReader.open(file);
   const log = new ServeLog(opts.logFormat);
   try {
-    const manifest = trustedManifest(reader, trusted, 'serve');
+    const manifest = await trustedManifest(reader, trusted, 'serve');
     if (!trusted) log.event('warn', '--insecure-skip-signature: serving without checking who made this bundle');
     const target = parseTarget(`${opts.advertise ?? 'served.invalid'}${opts.prefix ? `/${opts.prefix.replace(/^\/+|\/+$/g, '')}` : ''}`);
     const view = await RepositoryView.build(reader, manifest.images, target);
     for (const w of view.warnings) log.event('warn', w);
+    if (manifest.base) {
+      log.event('warn', `this is an update of ${manifest.base.name}: the ${manifest.base.blobs.length} layers it leaves out are not served (404); serve or push the base for those`);
+    }
     const blobs = new BlobSource(reader);
     const api = new DistributionApi(view, blobs, reader);
     const routes: Route[] = [(req, res, url) => (url.pathname === '/v2' || url.pathname.startsWith('/v2/') ? api.handle(req, res, url) : undefined)];
