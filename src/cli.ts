@@ -73,6 +73,10 @@ Example config (bundle.yaml):
       platforms: [linux/amd64]
   ociLayouts:
     - path: ./some-oci-layout
+  devfile:                              # a devfile registry, its images and starter projects
+    registries: [{path: ./registry}]    # a checkout of github.com/devfile/registry
+    stacks: [nodejs, go@2.6.0]          # default: every stack
+    indexBase: quay.io/devfile/devfile-index-base:next
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
@@ -120,6 +124,8 @@ ${EXIT_DOC}`,
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
+      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
+      .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
@@ -136,9 +142,14 @@ finishes the job; an image whose tags already point at its digest is skipped who
 (a registry accepts a manifest only when all it needs is there; --recheck looks anyway).
 Every byte is checked against its digest before it is sent on.
 
+A bundle with a devfile registry also gets: every stack version rewritten for the target
+(images, starter projects as <name>-offline.zip) at <to>/devfile-catalog/<stack>:<version>,
+a devfile-index image at <to>/devfile-index:<tag>, and with --devfile-out the folder.
+
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
   $ oc apply -f airgap-push-out/idms.yaml
+  $ bundle push devfiles.airgap --to registry.corp:5000/devfile --key site.pub --devfile-out ./offline-registry
 ${EXIT_DOC}`,
       ),
   ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));

@@ -32,6 +32,9 @@ export interface PushOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   destAuthfile?: string;
+  /** Devfile registries: write the offline registry folder here. */
+  devfileOut?: string;
+  devfileIndexTag?: string;
 }
 
 export interface PushItem {

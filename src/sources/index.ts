@@ -5,13 +5,16 @@
  * each list here, one property in spec/bundle-config.schema.json and one in the
  * manifest schema's `sources`.
  */
+import { devfileKind, devfilePushPart } from './devfile.js';
 import { imagesKind } from './images.js';
 import type { PushPart, SourceKind } from './source.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const SOURCE_KINDS: readonly SourceKind<any>[] = [
   imagesKind,
+  devfileKind,
 ];
 
 export const PUSH_PARTS: readonly PushPart[] = [
+  devfilePushPart,
 ];
