@@ -8,7 +8,8 @@ import { loadConfig, type LoadedConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
-import { createRegistryStore } from '../store/registry-store.js';
+import { pullStoreFactory } from '../store/mirrored-store.js';
+import { loadRegistriesConf, registriesConfPath } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
@@ -39,6 +40,8 @@ export interface CreateOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   srcAuthfile?: string;
+  /** containers-registries.conf(5) file for pulls (default: the one podman reads, when present). */
+  registriesConf?: string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -67,15 +70,11 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     retries: opts.retries,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
-  const stores = new Map<string, ContentStore>();
-  const storeFor = (registry: string): ContentStore => {
-    let s = stores.get(registry);
-    if (!s) {
-      s = createRegistryStore(registry, registryOpts);
-      stores.set(registry, s);
-    }
-    return s;
-  };
+  // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
+  const confPath = registriesConfPath(opts.registriesConf);
+  const registriesConf = confPath ? await loadRegistriesConf(confPath) : undefined;
+  if (registriesConf?.registries.length) progress.info(`registries configuration: ${confPath}`);
+  const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
   const created = sourceDateEpoch() ?? new Date();
   const scratch: string[] = [];
