@@ -14,6 +14,7 @@ import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
+import { sourceDateEpoch } from '../oci/image-builder.js';
 import { SOURCE_KINDS } from '../sources/index.js';
 import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
 import type { ContentStore } from '../store/store.js';
@@ -98,14 +99,6 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   } finally {
     await Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true })));
   }
-}
-
-/** SOURCE_DATE_EPOCH (seconds), for reproducible artifacts; undefined when unset. */
-function sourceDateEpoch(): Date | undefined {
-  const v = process.env.SOURCE_DATE_EPOCH;
-  if (!v) return undefined;
-  if (!/^\d+$/.test(v)) throw new UsageError(`SOURCE_DATE_EPOCH=${v}: expected whole seconds since 1970`);
-  return new Date(Number(v) * 1000);
 }
 
 /** Plan every source kind the config names, all before anything is downloaded. */

@@ -39,9 +39,11 @@ export interface Collected {
 }
 
 interface Wanted {
-  /** name -> versions asked for (empty: every version) */
+  /** name -> versions asked for ('*': every version) */
   byName: Map<string, Set<string>>;
   found: Set<string>;
+  /** name -> every version the registries have (for messages) */
+  available: Map<string, string[]>;
 }
 
 function wantedStacks(list: string[] | undefined): Wanted | undefined {
@@ -54,7 +56,7 @@ function wantedStacks(list: string[] | undefined): Wanted | undefined {
     else set.add('*');
     byName.set(name, set);
   }
-  return { byName, found: new Set() };
+  return { byName, found: new Set(), available: new Map() };
 }
 
 function versionWanted(w: Wanted | undefined, name: string, version: string): boolean {
@@ -117,6 +119,7 @@ async function collectStackVersion(
     throw err;
   }
   const version = sv.version ?? (typeof parsed.metadata.version === 'string' ? parsed.metadata.version : String(parsed.metadata.version ?? 'latest'));
+  wanted?.available.set(stack.name, [...(wanted.available.get(stack.name) ?? []), version]);
   if (!versionWanted(wanted, stack.name, version)) return undefined;
   wanted?.found.add(`${stack.name}@${version}`);
   const what = `stack ${stack.name} ${version} (${shown})`;
@@ -201,7 +204,10 @@ export async function collectDevfile(section: DevfileSection, ctx: CollectContex
       if (wanted && !wanted.byName.has(stack.name)) continue;
       let any = false;
       for (const sv of stack.versions) {
-        if (sv.version && !versionWanted(wanted, stack.name, sv.version)) continue;
+        if (sv.version && !versionWanted(wanted, stack.name, sv.version)) {
+          wanted?.available.set(stack.name, [...(wanted.available.get(stack.name) ?? []), sv.version]);
+          continue;
+        }
         const v = await collectStackVersion(ctx, reg.path, stack, sv, section.starterProjects !== false, wanted);
         if (!v) continue;
         const key = `${v.record.name}@${v.record.version}`;
@@ -225,15 +231,12 @@ export async function collectDevfile(section: DevfileSection, ctx: CollectContex
     }
   }
   if (wanted) {
-    const names = new Set(versions.filter((v) => v.record.type === 'stack').map((v) => v.record.name));
     for (const [name, set] of wanted.byName) {
       const where = section.registries.map((r) => ('path' in r ? r.path : r.url)).join(', ');
-      if (!names.has(name)) throw new UsageError(`devfile.stacks: no stack ${JSON.stringify(name)} in ${where}`);
+      const have = wanted.available.get(name);
+      if (!have) throw new UsageError(`devfile.stacks: no stack ${JSON.stringify(name)} in ${where}`);
       for (const v of set) {
-        if (v !== '*' && !wanted.found.has(`${name}@${v}`)) {
-          const have = versions.filter((x) => x.record.name === name).map((x) => x.record.version);
-          throw new UsageError(`devfile.stacks: stack ${name} has no version ${v} in ${where} (it has ${have.join(', ') || 'none'})`);
-        }
+        if (v !== '*' && !wanted.found.has(`${name}@${v}`)) throw new UsageError(`devfile.stacks: stack ${name} has no version ${v} in ${where} (it has ${have.join(', ')})`);
       }
     }
   }

@@ -5,7 +5,7 @@
  * library's Document API, so comments and formatting survive; the original of
  * each changed value is kept as a comment.
  */
-import { isMap, isPair, isScalar, isSeq, parseAllDocuments, parseDocument, visit, type Document, type Scalar, type YAMLMap } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, parseAllDocuments, parseDocument, stringify, visit, type Document, type Scalar, type YAMLMap } from 'yaml';
 import { parseReference } from '../oci/reference.js';
 import { BundleError } from '../util/errors.js';
 import { expandArgs } from './dockerfile.js';
@@ -88,7 +88,7 @@ export function rewriteDockerfile(text: string, mapping: ImageMapping, changed: 
 
 /** Comment lines showing a node as it was: `original: {git: ...}`. */
 function asComment(label: string, node: unknown): string {
-  const text = parseDocument('').createNode(node).toString().trimEnd();
+  const text = stringify(node).trimEnd();
   return ` ${label}:\n${text.split('\n').map((l) => `   ${l}`).join('\n')}`;
 }
 

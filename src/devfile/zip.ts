@@ -70,6 +70,9 @@ export async function repackZip(src: string, out: string, mtime: Date, what: str
   try {
     names = await zipEntryNames(src);
   } catch (err) {
+    // yauzl refuses such names itself while reading the directory.
+    const outside = /^(?:invalid relative path|absolute path): (.*)$/.exec(errorMessage(err));
+    if (outside) throw new BundleError(`${what}: zip entry ${JSON.stringify(outside[1])} would be written outside the project folder; refusing the zip`);
     throw new BundleError(`${what}: not a usable zip: ${errorMessage(err)}`);
   }
   const bad = names.find((n) => !safeEntryName(n));
