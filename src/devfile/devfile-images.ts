@@ -55,12 +55,9 @@ export class DevfileError extends BundleError {
 
 const VAR_RE = /\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}/g;
 
-export function substitute(s: string, vars: Readonly<Record<string, string>>, file: string, where: string): string {
-  return s.replace(VAR_RE, (_m, name: string) => {
-    const v = vars[name];
-    if (v === undefined) throw new DevfileError(file, `${where}: variable {{${name}}} is not defined in variables:`);
-    return v;
-  });
+/** `{{name}}` replaced by its value; an undefined one is left as it is (as the devfile library does). */
+export function substitute(s: string, vars: Readonly<Record<string, string>>): string {
+  return s.replace(VAR_RE, (m, name: string) => vars[name] ?? m);
 }
 
 export function parseYamlDoc(text: string, file: string): Document {
@@ -143,6 +140,7 @@ export async function parseDevfile(text: string, dir: string, shown: string): Pr
 
   const images: FoundImage[] = [];
   const notes: string[] = [];
+  if (doc.parent !== undefined) notes.push(`${shown}: has a parent devfile; the parent's images are not followed (carry the parent stack too)`);
   const built = new Set<string>();
   const imageFiles = new Set<string>();
   const dockerfiles: { uri: string; component: string; where: string }[] = [];
@@ -159,29 +157,33 @@ export async function parseDevfile(text: string, dir: string, shown: string): Pr
     const container = asRecord(c.container);
     if (container) {
       if (typeof container.image !== 'string' || !container.image.trim()) throw new DevfileError(shown, `${where}.container.image: missing (component ${name})`);
-      add(substitute(container.image.trim(), vars, shown, `${where}.container.image`), name, 'devfile.yaml', `${where}.container.image`);
+      add(substitute(container.image.trim(), vars), name, 'devfile.yaml', `${where}.container.image`);
     }
     const image = asRecord(c.image);
     if (image) {
-      if (typeof image.imageName === 'string') built.add(substitute(image.imageName, vars, shown, `${where}.image.imageName`));
+      if (typeof image.imageName === 'string') built.add(substitute(image.imageName, vars));
       const df = asRecord(image.dockerfile);
-      if (df && typeof df.uri === 'string') dockerfiles.push({ uri: substitute(df.uri, vars, shown, `${where}.image.dockerfile.uri`), component: name, where: `${where}.image.dockerfile.uri` });
+      if (df && typeof df.uri === 'string') dockerfiles.push({ uri: substitute(df.uri, vars), component: name, where: `${where}.image.dockerfile.uri` });
       else if (df && (df.git || df.devfileRegistry)) notes.push(`${shown}: ${where} (component ${name}) builds from a Dockerfile in a git repository or another registry; its base images are not followed`);
     }
     for (const kind of ['kubernetes', 'openshift'] as const) {
       const k = asRecord(c[kind]);
       if (!k) continue;
       if (typeof k.inlined === 'string') {
-        manifests.push({ text: substitute(k.inlined, vars, shown, `${where}.${kind}.inlined`), file: 'devfile.yaml', component: name, where: `${where}.${kind}.inlined` });
+        manifests.push({ text: substitute(k.inlined, vars), file: 'devfile.yaml', component: name, where: `${where}.${kind}.inlined` });
       } else if (typeof k.uri === 'string') {
-        const uri = substitute(k.uri, vars, shown, `${where}.${kind}.uri`);
+        const uri = substitute(k.uri, vars);
         const rel = stackRelative(uri, shown, `${where}.${kind}.uri`);
         if (!rel) {
           notes.push(`${shown}: ${where}.${kind}.uri is a URL (${uri}); its images are not followed`);
           continue;
         }
         const text = await readStackFile(dir, rel, shown, `${where}.${kind}.uri`);
-        manifests.push({ text: substitute(text, vars, rel, 'manifest'), file: rel, component: name, where: `${where}.${kind}.uri` });
+        if (text === undefined) {
+          notes.push(`${shown}: ${where}.${kind}.uri ${rel} is not in the stack folder (it belongs to the user's project); its images are not followed`);
+          continue;
+        }
+        manifests.push({ text: substitute(text, vars), file: rel, component: name, where: `${where}.${kind}.uri` });
       }
     }
   }
@@ -198,7 +200,18 @@ export async function parseDevfile(text: string, dir: string, shown: string): Pr
       continue;
     }
     const text = await readStackFile(dir, rel, shown, d.where);
-    const bases = dockerfileBaseImages(text);
+    if (text === undefined) {
+      notes.push(`${shown}: ${d.where} ${rel} is not in the stack folder (it belongs to the user's project); its base images are not followed`);
+      continue;
+    }
+    const bases = dockerfileBaseImages(text).filter((b) => {
+      // A base named by an ARG without a default is chosen at build time: nothing to carry.
+      if (b.image.includes('$') || b.image.startsWith(':') || b.image.startsWith('@')) {
+        notes.push(`${shown}: ${rel} line ${b.line}: base image ${JSON.stringify(b.image)} depends on a build argument without a default; not carried`);
+        return false;
+      }
+      return true;
+    });
     for (const b of bases) add(b.image, d.component, rel, `line ${b.line}`);
     if (bases.length) imageFiles.add(rel);
   }
@@ -212,14 +225,11 @@ export async function parseDevfile(text: string, dir: string, shown: string): Pr
   return { doc, metadata: asRecord(doc.metadata) ?? {}, schemaVersion, images: kept, starterProjects, imageFiles: [...imageFiles].sort(), notes };
 }
 
-async function readStackFile(dir: string, rel: string, shown: string, where: string): Promise<string> {
+/** A file of the stack folder; undefined when the folder does not have it. */
+async function readStackFile(dir: string, rel: string, shown: string, where: string): Promise<string | undefined> {
   const full = join(dir, rel);
   if (relative(dir, full).startsWith('..')) throw new DevfileError(shown, `${where}: ${rel} leaves the stack folder`);
-  try {
-    return await readFile(full, 'utf8');
-  } catch {
-    throw new DevfileError(shown, `${where}: ${rel} does not exist in the stack folder`);
-  }
+  return readFile(full, 'utf8').catch(() => undefined);
 }
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
