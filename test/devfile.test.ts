@@ -17,7 +17,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { buildTestImages, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
 import { assertNoStack, runBundle, type RunResult } from './helpers/cli.js';
-import { makeRepo, startFileServer, startGitDaemon, storedZip, writeFiles, type FileServer, type GitDaemon } from './helpers/devfile-fixture.js';
+import { makeRepo, pushStackArtifact, startFileServer, startGitDaemon, startIndexServer, storedZip, writeFiles, type FileServer, type GitDaemon } from './helpers/devfile-fixture.js';
 
 const run = promisify(execFile);
 
@@ -447,5 +447,57 @@ describe('devfile registry: errors', () => {
     const { r } = await create(['stacks: [go]'], [], reg);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /stack go 1\.0\.0 .*starter project go-starter: zip entry "\.\.\/evil\.txt" would be written outside the project folder/);
+  });
+});
+
+describe('devfile registry by URL: its index and its OCI side', () => {
+  let ociSrc: RunningRegistry;
+  let server: FileServer;
+
+  before(async () => {
+    ociSrc = await startRegistry();
+    const { tarLayer } = await import('./helpers/images.js');
+    const { gzipSync } = await import('node:zlib');
+    for (const version of ['1.0.0', '1.1.0']) {
+      const devfile = `schemaVersion: 2.2.0\nmetadata:\n  name: php\n  version: ${version}\ncomponents:\n  - name: runtime\n    container:\n      image: ${IMAGES.node}\n  - name: build\n    image:\n      imageName: php-app:latest\n      dockerfile:\n        uri: docker/Dockerfile\n`;
+      await pushStackArtifact(ociSrc.host, 'php', version, [
+        { title: 'devfile.yaml', mediaType: 'application/vnd.devfileio.devfile.layer.v1', data: Buffer.from(devfile) },
+        { title: 'archive.tar', mediaType: 'application/x-tar', data: gzipSync(await tarLayer({ 'docker/Dockerfile': `FROM ${IMAGES.base}\n` })) },
+      ]);
+    }
+    server = await startIndexServer(
+      [
+        { name: 'php', displayName: 'PHP', type: 'stack', versions: [{ version: '1.0.0' }, { version: '1.1.0', default: true }] },
+        { name: 'other', type: 'stack', versions: [{ version: '9.0.0' }] },
+      ],
+      ociSrc.host,
+    );
+  });
+  after(async () => {
+    await Promise.all([server?.stop(), ociSrc?.stop()]);
+  });
+
+  it('reads the index and each stack version artifact, and delivers them rewritten', async () => {
+    const dir = join(work, 'url-run');
+    await mkdir(dir);
+    await writeFile(join(dir, 'bundle.yaml'), configText([`registries: [{url: "${server.url('')}"}]`, 'stacks: [php]']));
+    const out = join(dir, 'url.airgap');
+    const c = await runBundle(['create', '-c', join(dir, 'bundle.yaml'), '-o', out, '--sign-key', `${key}.key`, '--registries-conf', conf]);
+    assertNoStack(c);
+    assert.equal(c.code, 0, c.stderr);
+    // Only the stack asked for was fetched from the OCI side.
+    assert.ok(server.requests.some((r) => r.includes('/v2/devfile-catalog/php/manifests/1.1.0')));
+    assert.ok(!server.requests.some((r) => r.includes('devfile-catalog/other')));
+    const folder = join(dir, 'folder');
+    const p = await runBundle(['push', out, '--to', `${dst.host}/url`, '--key', pub, '--out-dir', join(dir, 'push-out'), '--devfile-out', folder]);
+    assert.equal(p.code, 0, p.stderr);
+    const devfile = parseYaml(await readFile(join(folder, 'stacks/php/1.1.0/devfile.yaml'), 'utf8')) as { components: { container?: { image: string } }[] };
+    assert.equal(devfile.components[0]!.container!.image, `${dst.host}/url/ubi8/nodejs-18:1-32`);
+    const dockerfile = (await run('tar', ['-xzOf', join(folder, 'stacks/php/1.1.0/archive.tar'), 'docker/Dockerfile'])).stdout;
+    assert.equal(dockerfile, `FROM ${dst.host}/url/library/node:18\n`);
+    assert.match(await readFile(join(folder, 'stacks/php/stack.yaml'), 'utf8'), /version: 1\.1\.0\n\s+default: true/);
+    const raw = JSON.parse((await skopeoInspectRaw(`docker://${dst.host}/url/devfile-catalog/php:1.0.0`)).toString()) as { config: { mediaType: string } };
+    assert.equal(raw.config.mediaType, 'application/vnd.devfileio.devfile.config.v2+json');
+    assert.equal(sha(await skopeoInspectRaw(`docker://${dst.host}/url/library/node:18`)), sourceDigests[IMAGES.base]);
   });
 });

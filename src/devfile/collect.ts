@@ -15,6 +15,8 @@ import { readRegistryFolder, type SampleSource, type StackSource, type StackVers
 import { cloneAt, offlineStarterZip, offlineZipName, type OfflineZip } from './starter.js';
 import { zipDirectory } from './zip.js';
 import type { OverlayStore } from '../store/overlay-store.js';
+import type { ContentStore } from '../store/store.js';
+import { readRegistryUrl } from './registry-url.js';
 
 export interface DevfileSection {
   registries: ({ path: string } | { url: string })[];
@@ -76,6 +78,8 @@ export interface CollectContext {
   created: Date;
   progress: Progress;
   store: OverlayStore;
+  /** Registry stores (registries.conf applied): a URL registry's OCI side. */
+  storeFor(host: string): ContentStore;
 }
 
 /** Build the artifact of one version folder: devfile.yaml, archive.tar of the other files, own-layer files, offline zips. */
@@ -197,9 +201,11 @@ export async function collectDevfile(section: DevfileSection, ctx: CollectContex
   const samplesMeta = new Map<string, Record<string, unknown>>();
   const seen = new Map<string, string>();
   for (const reg of section.registries) {
-    if ('url' in reg) throw new UsageError(`devfile.registries: url ${reg.url}: reading a running registry is not supported yet; use a checkout of it (path:)`);
-    const root = resolvePath(ctx.configDir, reg.path);
-    const folder = await readRegistryFolder(root);
+    const label = 'url' in reg ? reg.url : reg.path;
+    const folder =
+      'url' in reg
+        ? await readRegistryUrl(reg.url, await mkdtemp(join(ctx.scratch, 'registry-')), ctx.storeFor, (name) => !wanted || wanted.byName.has(name))
+        : await readRegistryFolder(resolvePath(ctx.configDir, reg.path));
     for (const stack of folder.stacks) {
       if (wanted && !wanted.byName.has(stack.name)) continue;
       let any = false;
@@ -208,15 +214,15 @@ export async function collectDevfile(section: DevfileSection, ctx: CollectContex
           wanted?.available.set(stack.name, [...(wanted.available.get(stack.name) ?? []), sv.version]);
           continue;
         }
-        const v = await collectStackVersion(ctx, reg.path, stack, sv, section.starterProjects !== false, wanted);
+        const v = await collectStackVersion(ctx, label, stack, sv, section.starterProjects !== false, wanted);
         if (!v) continue;
         const key = `${v.record.name}@${v.record.version}`;
         const prior = seen.get(key);
         if (prior) {
-          ctx.progress.warn(`devfile stack ${key} is in ${prior} and ${reg.path}; keeping the one from ${prior}`);
+          ctx.progress.warn(`devfile stack ${key} is in ${prior} and ${label}; keeping the one from ${prior}`);
           continue;
         }
-        seen.set(key, reg.path);
+        seen.set(key, label);
         versions.push(v);
         any = true;
       }
@@ -224,7 +230,7 @@ export async function collectDevfile(section: DevfileSection, ctx: CollectContex
     }
     if (section.samples) {
       for (const s of folder.samples) {
-        const v = await collectSample(ctx, reg.path, s);
+        const v = await collectSample(ctx, label, s);
         samplesMeta.set(s.name, s.entry);
         versions.push(v);
       }

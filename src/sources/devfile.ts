@@ -24,7 +24,7 @@ export const devfileKind: SourceKind<DevfileSection> = {
     const scratch = await ctx.tempDir();
     const store = artifactStore();
     ctx.progress.info('devfile registry: reading stacks');
-    const collected = await collectDevfile(section, { configDir: ctx.configDir, scratch, created: ctx.created, progress: ctx.progress, store });
+    const collected = await collectDevfile(section, { configDir: ctx.configDir, scratch, created: ctx.created, progress: ctx.progress, store, storeFor: (h) => ctx.storeFor(h) });
     for (const n of collected.notes) ctx.progress.warn(n);
 
     // Who needs each image, for messages and the skipped list.

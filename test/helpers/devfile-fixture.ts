@@ -141,3 +141,59 @@ export function storedZip(entries: Record<string, string>): Buffer {
   eocd.writeUInt32LE(offset, 16);
   return Buffer.concat([...locals, cd, eocd]);
 }
+
+/** Upload a blob to a registry (monolithic POST then PUT); returns its descriptor. */
+export async function uploadBlob(host: string, repo: string, data: Buffer, mediaType: string, annotations?: Record<string, string>): Promise<{ mediaType: string; digest: string; size: number; annotations?: Record<string, string> }> {
+  const { createHash } = await import('node:crypto');
+  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  const start = await fetch(`http://${host}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
+  const loc = new URL(start.headers.get('location')!, `http://${host}`);
+  loc.searchParams.set('digest', digest);
+  const put = await fetch(loc, { method: 'PUT', body: new Uint8Array(data), headers: { 'Content-Type': 'application/octet-stream' } });
+  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status}`);
+  return { mediaType, digest, size: data.length, ...(annotations ? { annotations } : {}) };
+}
+
+/** Push a devfile stack artifact (config {} + titled layers) as the registry's OCI side stores it. */
+export async function pushStackArtifact(host: string, stack: string, version: string, files: { title: string; mediaType: string; data: Buffer }[]): Promise<void> {
+  const repo = `devfile-catalog/${stack}`;
+  const config = await uploadBlob(host, repo, Buffer.from('{}'), 'application/vnd.devfileio.devfile.config.v2+json');
+  const layers = [];
+  for (const f of files) layers.push(await uploadBlob(host, repo, f.data, f.mediaType, { 'org.opencontainers.image.title': f.title }));
+  const manifest = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers });
+  const res = await fetch(`http://${host}/v2/${repo}/manifests/${version}`, { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  if (res.status !== 201) throw new Error(`manifest: HTTP ${res.status} ${await res.text()}`);
+}
+
+/** A devfile index server on loopback: /index and /v2index from `index`, /v2/ forwarded to a real registry. */
+export async function startIndexServer(index: unknown[], registryHost: string): Promise<FileServer> {
+  const { request } = await import('node:http');
+  const requests: string[] = [];
+  const server: Server = createServer((req, res) => {
+    const path = req.url ?? '/';
+    requests.push(`${req.method} ${path}`);
+    if (path === '/index' || path === '/v2index' || path === '/index/all' || path === '/v2index/all') {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(index));
+      return;
+    }
+    if (!path.startsWith('/v2/')) {
+      res.writeHead(404).end();
+      return;
+    }
+    const [h, p] = registryHost.split(':');
+    const fwd = request({ host: h, port: Number(p), path, method: req.method, headers: { ...req.headers, host: registryHost } }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    fwd.on('error', () => res.destroy());
+    req.pipe(fwd);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: (p) => `http://127.0.0.1:${port}${p}`,
+    requests,
+    stop: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
