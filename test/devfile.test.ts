@@ -289,6 +289,8 @@ describe('devfile registry: create and push', () => {
     for (const name of [IMAGES.node, IMAGES.base, IMAGES.redis, IMAGES.helper, IMAGES.indexBase, IMAGES.ociRegistry, IMAGES_PINNED.golang]) {
       assert.equal(bySource.get(name)?.digest, sourceDigests[name], `${name} in the bundle with its source digest`);
     }
+    const v = await runBundle(['verify', out, '--key', pub]);
+    assert.equal(v.code, 0, v.stderr + v.stdout);
     // Built images and stage names are not pulled.
     assert.ok(![...bySource.keys()].some((s) => s.includes('unknown-account') || s.includes('/build')), [...bySource.keys()].join(' '));
   });

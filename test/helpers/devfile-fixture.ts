@@ -80,6 +80,16 @@ export interface FileServer {
   stop(): Promise<void>;
 }
 
+async function listen(server: Server, requests: string[]): Promise<FileServer> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: (p) => `http://127.0.0.1:${port}${p}`,
+    requests,
+    stop: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
 /** A plain HTTP server on 127.0.0.1 serving the given bodies by path (404 otherwise). */
 export async function startFileServer(files: Record<string, Buffer>): Promise<FileServer> {
   const requests: string[] = [];
@@ -93,13 +103,7 @@ export async function startFileServer(files: Record<string, Buffer>): Promise<Fi
     }
     res.writeHead(200, { 'Content-Type': 'application/zip', 'Content-Length': body.length }).end(body);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  return {
-    url: (p) => `http://127.0.0.1:${port}${p}`,
-    requests,
-    stop: () => new Promise((resolve) => server.close(() => resolve())),
-  };
+  return listen(server, requests);
 }
 
 /** A zip with stored (uncompressed) entries, names taken as given (so a hostile `../x` can be made). */
@@ -189,11 +193,5 @@ export async function startIndexServer(index: unknown[], registryHost: string): 
     fwd.on('error', () => res.destroy());
     req.pipe(fwd);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  return {
-    url: (p) => `http://127.0.0.1:${port}${p}`,
-    requests,
-    stop: () => new Promise((resolve) => server.close(() => resolve())),
-  };
+  return listen(server, requests);
 }
