@@ -54,6 +54,7 @@ ${EXIT_DOC}`,
       .option('-f, --force', 'replace the output file if it exists')
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
+      .option('--skip-missing', "record an image a source needs (a devfile stack's) that cannot be pulled as skipped, listed by create and push, instead of failing")
       .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
@@ -64,6 +65,7 @@ ${EXIT_DOC}`,
       .option('--src-authfile <file>', 'credentials for the source registries (overrides --authfile)')
       .option('--since <bundle>', 'make an update bundle: leave out every blob this earlier bundle (or its manifest, saved by inspect --manifest-out) carried')
       .option('--include-tool [executable]', 'carry the standalone executable in the bundle, signed with it (default: this executable, or the one npm run package built); bundle extract-tool writes it out')
+      .option('--registries-conf <file>', 'containers-registries.conf(5) for pulls: mirrors, rewritten locations, insecure and blocked registries (default: ~/.config/containers/registries.conf, else /etc/containers/registries.conf, when present)')
       .addHelpText(
         'after',
         `
@@ -76,11 +78,24 @@ Example config (bundle.yaml):
       platforms: [linux/amd64]
   ociLayouts:
     - path: ./some-oci-layout
+  devfile:                              # a devfile registry, its images and starter projects
+    registries: [{path: ./registry}]    # a checkout of github.com/devfile/registry
+    stacks: [nodejs, go@2.6.0]          # default: every stack
+    indexBase: quay.io/devfile/devfile-index-base:next
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
 Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json
 or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
+
+Pulling through a mirror (Artifactory, Nexus): a registries.conf, as podman reads it:
+  [[registry]]
+  prefix = "registry.access.redhat.com"
+  location = "artifactory.corp/redhat-remote"
+  [[registry.mirror]]
+  location = "nexus.corp:8443/redhat"
+  $ bundle create -c bundle.yaml -o july.airgap --registries-conf ./registries.conf
+The bundle names images as the config does (registry.access.redhat.com/...).
 ${EXIT_DOC}`,
       ),
   ).action(async (opts) => setCode(await (await import('./commands/create.js')).createCommand(opts)));
@@ -125,6 +140,8 @@ ${EXIT_DOC}`,
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
+      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
+      .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
@@ -141,9 +158,14 @@ finishes the job; an image whose tags already point at its digest is skipped who
 (a registry accepts a manifest only when all it needs is there; --recheck looks anyway).
 Every byte is checked against its digest before it is sent on.
 
+A bundle with a devfile registry also gets: every stack version rewritten for the target
+(images, starter projects as <name>-offline.zip) at <to>/devfile-catalog/<stack>:<version>,
+a devfile-index image at <to>/devfile-index:<tag>, and with --devfile-out the folder.
+
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
   $ oc apply -f airgap-push-out/idms.yaml
+  $ bundle push devfiles.airgap --to registry.corp:5000/devfile --key site.pub --devfile-out ./offline-registry
 ${EXIT_DOC}`,
       ),
   ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));

@@ -12,6 +12,7 @@ import {
   SIGNATURE_MEMBER,
   type BundleImage,
   type BundleManifest,
+  type SkippedImage,
   type BundleMember,
 } from '../bundle/manifest.js';
 import type { Descriptor } from '../oci/types.js';
@@ -56,6 +57,10 @@ export interface FinishOptions {
   fields?: Pick<BundleManifest, 'base'>;
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
+  /** Source kinds' records (`manifest.sources`), when any kind made one. */
+  sources?: Record<string, unknown>;
+  /** Images skipped under --skip-missing (`manifest.skipped`). */
+  skipped?: SkippedImage[];
 }
 
 export interface ArchiveProgress {
@@ -222,6 +227,8 @@ export class ArchiveWriter implements WritableContentStore {
         members: this.members.map((m) => ({ ...m })),
         images: this.images.map((i) => ({ ...i })),
         ...opts.fields,
+        ...(opts.sources && Object.keys(opts.sources).length ? { sources: opts.sources } : {}),
+        ...(opts.skipped?.length ? { skipped: opts.skipped } : {}),
       };
       const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
       const payload = manifestBytes.toString('base64');

@@ -1,21 +1,25 @@
 import { constants } from 'node:fs';
 import { createReadStream } from 'node:fs';
-import { access, open, stat } from 'node:fs/promises';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { access, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
-import { LeaveOutStore, loadBase } from '../bundle/update.js';
-import { loadConfig } from '../config/config.js';
+import { LeaveOutStore, loadBase, type LoadedBase } from '../bundle/update.js';
+import { loadConfig, type LoadedConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
-import { createRegistryStore } from '../store/registry-store.js';
+import { pullStoreFactory } from '../store/mirrored-store.js';
+import { loadRegistriesConf, registriesConfPath } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
-import { resolveImages, type SourceImage } from '../sources/images.js';
 import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
+import { sourceDateEpoch } from '../oci/image-builder.js';
+import { SOURCE_KINDS } from '../sources/index.js';
+import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
 import type { ContentStore } from '../store/store.js';
 import { digestHex, verified } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
@@ -29,6 +33,8 @@ export interface CreateOptions extends OutputOptions {
   signKey?: string;
   force?: boolean;
   continueOnError?: boolean;
+  /** Record images a source needs that cannot be found as skipped, instead of failing. */
+  skipMissing?: boolean;
   /** Carry cosign signatures, attestations and SBOMs (commander's --no-signatures sets false). */
   signatures: boolean;
   concurrency: number;
@@ -43,6 +49,8 @@ export interface CreateOptions extends OutputOptions {
   includeTool?: boolean | string;
   /** Make an update bundle: leave out the blobs this bundle (or saved manifest) carried. */
   since?: string;
+  /** containers-registries.conf(5) file for pulls (default: the one podman reads, when present). */
+  registriesConf?: string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -73,34 +81,94 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     retries: opts.retries,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
-  const stores = new Map<string, ContentStore>();
-  const storeFor = (registry: string): ContentStore => {
-    let s = stores.get(registry);
-    if (!s) {
-      s = createRegistryStore(registry, registryOpts);
-      stores.set(registry, s);
-    }
-    return s;
-  };
+  // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
+  const confPath = registriesConfPath(opts.registriesConf);
+  const registriesConf = confPath ? await loadRegistriesConf(confPath) : undefined;
+  if (registriesConf?.registries.length) progress.info(`registries configuration: ${confPath}`);
+  const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
-  progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
+  const created = sourceDateEpoch() ?? new Date();
+  const scratch: string[] = [];
+  const ctx: CreateContext = {
+    configDir: dirname(config.path),
+    storeFor,
+    concurrency: opts.concurrency,
+    keepGoing: !!opts.continueOnError,
+    skipMissing: !!opts.skipMissing,
+    signatures: opts.signatures,
+    created,
+    progress,
+    async tempDir() {
+      const d = await mkdtemp(join(tmpdir(), 'bundle-create-'));
+      scratch.push(d);
+      return d;
+    },
+  };
+  try {
+    return await createFromSources(config, ctx, opts, output, signer, started, base, toolFile);
+  } finally {
+    await Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true })));
+  }
+}
+
+/** Plan every source kind the config names, all before anything is downloaded. */
+async function planSources(config: LoadedConfig, ctx: CreateContext): Promise<{ kind: string; plan: SourcePlan }[]> {
+  const planned: { kind: string; plan: SourcePlan }[] = [];
+  for (const kind of SOURCE_KINDS) {
+    const section: unknown = kind.section(config);
+    if (section === undefined) continue;
+    planned.push({ kind: kind.kind, plan: await kind.plan(section, ctx) });
+  }
+  return planned;
+}
+
+/** One image per refName across kinds (two kinds may need the same image). */
+function mergeImages(planned: { plan: SourcePlan }[]): SourceImage[] {
+  const seen = new Map<string, SourceImage>();
+  for (const { plan } of planned) {
+    for (const img of plan.images) {
+      const prior = seen.get(img.refName);
+      if (prior && prior.root.desc.digest !== img.root.desc.digest) {
+        throw new BundleError(`two different images would both be called ${img.refName} in the bundle (${prior.root.desc.digest} and ${img.root.desc.digest})`);
+      }
+      if (!prior) seen.set(img.refName, img);
+    }
+  }
+  return [...seen.values()];
+}
+
+async function createFromSources(
+  config: LoadedConfig,
+  ctx: CreateContext,
+  opts: CreateOptions,
+  output: string,
+  signer: KeyObject | undefined,
+  started: number,
+  base: LoadedBase | undefined,
+  toolFile: string | undefined,
+): Promise<number> {
+  const { progress } = ctx;
+  progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
+  let planned: { kind: string; plan: SourcePlan }[];
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
   try {
-    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError, opts.signatures);
-    sources = resolved.images;
-    failed.push(...resolved.failures);
+    planned = await planSources(config, ctx);
+    sources = mergeImages(planned);
+    for (const { plan } of planned) failed.push(...plan.failures);
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
+  const skipped = planned.flatMap(({ plan }) => plan.skipped);
   progress.finishPhase(failed.length === 0);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
+  for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
-  const opening = ArchiveWriter.create(output, { level: opts.level });
+  const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created });
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
     void opening
@@ -166,11 +234,19 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       progress.finishPhase();
       progress.info(`  executable ${toolFile} sha256:${digestHex(executable.digest)}`);
     }
+    const copied = new Map(images.map((i) => [i.refName, i]));
+    const records: Record<string, unknown> = {};
+    for (const { kind, plan } of planned) {
+      const record = plan.record?.(copied);
+      if (record !== undefined) records[kind] = record;
+    }
     progress.phase('writing manifest');
     const result = await writer.finish({
       tool: { name: TOOL_NAME, version: TOOL_VERSION, ...(executable ? { executable } : {}) },
       fields: base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : undefined,
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
+      sources: records,
+      skipped,
     });
     progress.finishPhase();
     const stats = sumStats([...engines.values()].map((e) => e.stats));
@@ -187,6 +263,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
       failed,
+      skipped,
     };
     if (opts.json) printJson(summary);
     else if (!opts.quiet) {
@@ -204,6 +281,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       }
       if (executable) process.stdout.write(`carries the executable for ${executable.platform} (${humanBytes(executable.size)}), sha256 ${digestHex(executable.digest)}: bundle extract-tool writes it out\n`);
     }
+    if (!opts.json) for (const sk of skipped) process.stdout.write(`SKIPPED ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
     if (failed.length > 0) {
       if (!opts.json) for (const f of failed) process.stdout.write(`NOT BUNDLED ${f.source}: ${f.error}\n`);
       return 1;

@@ -3,6 +3,8 @@ import { ArchiveReader } from '../archive/reader.js';
 import { requireTrust, trustedManifest, type TrustOptions } from '../bundle/trust.js';
 import { parseTarget } from '../push/destination.js';
 import { BlobSource } from '../serve/blobs.js';
+import type { DevfileRecord } from '../devfile/record.js';
+import { DevfileRegistry } from '../serve/devfile.js';
 import { DistributionApi } from '../serve/distribution.js';
 import { ServeLog, type LogFormat } from '../serve/log.js';
 import { RepositoryView } from '../serve/repositories.js';
@@ -61,6 +63,8 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
     const blobs = new BlobSource(reader);
     const api = new DistributionApi(view, blobs, reader);
     const routes: Route[] = [(req, res, url) => (url.pathname === '/v2' || url.pathname.startsWith('/v2/') ? api.handle(req, res, url) : undefined)];
+    const devfileRecord = manifest.sources?.devfile as DevfileRecord | undefined;
+    let devfiles: DevfileRegistry | undefined;
     let server;
     try {
       server = await startServer({ host, port, tls, routes, log });
@@ -68,12 +72,32 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
       throw new UsageError(`cannot listen on ${opts.listen}: ${errorMessage(err)}`);
     }
     const advertised = opts.advertise ?? server.address;
+    try {
+      if (devfileRecord) {
+        // Devfiles name images where this server serves them: rewritten once the address is known.
+        devfiles = await DevfileRegistry.build(reader, manifest.images, devfileRecord, view, { registry: advertised, prefix: target.prefix });
+        for (const f of devfiles.failures) log.event('warn', `devfile ${f}`);
+        const registry = devfiles;
+        routes.push((req, res, url) => registry.route(req, res, url));
+      }
+    } catch (err) {
+      await server.close(0);
+      throw err;
+    }
     const images = view.images.map((i) => ({ source: i.image.source, reference: `${advertised}/${i.repository}:${i.tags[0]}`, digest: i.image.digest }));
     const signer = trusted ? 'signature verified' : 'signature NOT checked';
     if (log.format === 'json') {
-      log.event('info', 'listening', { address: server.address, url: `${server.scheme}://${server.address}/v2/`, bundle: file, repositories: view.repositories.size, images });
+      log.event('info', 'listening', {
+        address: server.address,
+        url: `${server.scheme}://${server.address}/v2/`,
+        ...(devfiles ? { devfileIndex: `${server.scheme}://${server.address}/index` } : {}),
+        bundle: file,
+        repositories: view.repositories.size,
+        images,
+      });
     } else {
       log.event('info', `serving ${file} (${images.length} images in ${view.repositories.size} repositories, ${signer}) at ${server.scheme}://${server.address}/v2/`);
+      if (devfiles) log.event('info', `devfile registry (${devfiles.size} stacks and samples, images at ${advertised}) at ${server.scheme}://${server.address}/index`);
       for (const i of images.slice(0, LISTED_IMAGES)) log.event('info', `  ${i.reference}  <- ${i.source}`);
       if (images.length > LISTED_IMAGES) log.event('info', `  ... and ${images.length - LISTED_IMAGES} more (GET /v2/_catalog)`);
     }
@@ -83,6 +107,7 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
     });
     log.event('info', `${signal}: shutting down (requests in flight get ${SHUTDOWN_GRACE_MS / 1000} s to finish)`);
     const { cut } = await server.close(SHUTDOWN_GRACE_MS);
+    await devfiles?.close();
     log.event(cut ? 'warn' : 'info', cut ? `stopped; ${cut} requests were cut off` : 'stopped', { cut });
     return 0;
   } finally {
