@@ -449,6 +449,15 @@ describe('devfile registry: create and push', () => {
       assert.equal((await get('/devfiles/nodejs/9.9.9')).status, 404);
       assert.equal((await get('/devfiles/nodejs/starter-projects/nope')).status, 404);
       assert.equal((await get('/index/nope')).status, 404);
+      // The OCI side: each stack version's artifact is the rewritten one, the very one push built.
+      for (const v of ['nodejs:2.2.0', 'go:1.0.0']) {
+        const [name, version] = v.split(':');
+        const raw = await skopeoInspectRaw(`docker://${s.host}/mirror/devfile-catalog/${v}`);
+        assert.equal(sha(raw), report.sources.devfile.stacks.find((x) => x.name === name && x.version === version)!.digest, `${v}: push's digest`);
+        const layer = (JSON.parse(raw.toString()) as { layers: { digest: string }[] }).layers[0]!.digest;
+        const devfile = await get(`/v2/mirror/devfile-catalog/${name}/blobs/${layer}`);
+        assert.equal(await devfile.text(), await get(`/devfiles/${name}/${version}`).then((r) => r.text()));
+      }
     } finally {
       await s.stop();
     }

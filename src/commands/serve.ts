@@ -75,7 +75,7 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
     try {
       if (devfileRecord) {
         // Devfiles name images where this server serves them: rewritten once the address is known.
-        devfiles = await DevfileRegistry.build(reader, manifest.images, devfileRecord, view, { registry: advertised, prefix: target.prefix });
+        devfiles = await DevfileRegistry.build(reader, manifest.images, devfileRecord, view, blobs, { registry: advertised, prefix: target.prefix });
         for (const f of devfiles.failures) log.event('warn', `devfile ${f}`);
         const registry = devfiles;
         routes.push((req, res, url) => registry.route(req, res, url));

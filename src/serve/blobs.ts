@@ -20,6 +20,8 @@ import { ArchiveCorruptError, type ArchiveReader } from '../archive/reader.js';
 import { blobPath } from '../archive/writer.js';
 import type { BundleMember } from '../bundle/manifest.js';
 import { WeightedLimiter } from '../copy/limit.js';
+import type { Descriptor } from '../oci/types.js';
+import type { ContentStore } from '../store/store.js';
 import { VerifyingStream } from '../util/digest.js';
 import { DigestMismatchError } from '../util/errors.js';
 
@@ -56,9 +58,17 @@ export class BlobSource {
     this.budget = new WeightedLimiter(budget);
   }
 
-  /** Size of a blob the archive holds, or undefined. */
+  /** Blobs made at start-up (a devfile stack's rewritten artifact), read from their own store. */
+  private readonly extra = new Map<string, { desc: Descriptor; store: ContentStore }>();
+
+  /** Serve `desc` from `store` too (small blobs made by the server itself; always verified whole). */
+  addExtra(desc: Descriptor, store: ContentStore): void {
+    this.extra.set(desc.digest, { desc, store });
+  }
+
+  /** Size of a blob the archive (or an extra store) holds, or undefined. */
   size(digest: string): number | undefined {
-    return this.reader.member(blobPath(digest))?.size;
+    return this.reader.member(blobPath(digest))?.size ?? this.extra.get(digest)?.desc.size;
   }
 
   /** Why a blob is known to be bad, if it is. */
@@ -78,10 +88,14 @@ export class BlobSource {
    */
   async open(digest: string, range?: ByteRange): Promise<{ stream: Readable; verifiedWhole: boolean }> {
     const member = this.reader.member(blobPath(digest));
-    if (!member) throw new Error(`no blob ${digest}`);
-    const release = await this.budget.acquire(FRAMES_PER_STREAM * this.frameSizeAt(member.offset));
+    const extra = member ? undefined : this.extra.get(digest);
+    if (!member && !extra) throw new Error(`no blob ${digest}`);
+    const weight = member ? FRAMES_PER_STREAM * this.frameSizeAt(member.offset) : Math.min(extra!.desc.size, 1 << 20);
+    const release = await this.budget.acquire(weight);
     try {
-      const opened = await this.openReserved(member, digest, range);
+      const opened = member
+        ? await this.openReserved(member, digest, range)
+        : this.verifiedWhole(await extra!.store.openBlob('', extra!.desc), digest, extra!.desc.size, range);
       opened.stream.once('close', release);
       return opened;
     } catch (err) {
@@ -107,9 +121,13 @@ export class BlobSource {
     if (range && (await this.isProven(digest))) {
       return { stream: this.reader.openRange(member.offset + range.start, range.end - range.start + 1), verifiedWhole: false };
     }
+    return this.verifiedWhole(this.reader.openMember(member.path), digest, member.size, range);
+  }
+
+  /** The whole blob through a VerifyingStream, cut down to `range` when given (released only once proven). */
+  private verifiedWhole(source: Readable, digest: string, size: number, range: ByteRange | undefined): { stream: Readable; verifiedWhole: boolean } {
     // Little buffering: each piece pins its frame's buffer, and a server runs many streams.
-    const verifying = new VerifyingStream(digest, member.size, `blob ${digest}`, undefined, { writableHighWaterMark: 1, readableHighWaterMark: 1 });
-    const source = this.reader.openMember(member.path);
+    const verifying = new VerifyingStream(digest, size, `blob ${digest}`, undefined, { writableHighWaterMark: 1, readableHighWaterMark: 1 });
     source.on('error', (err: Error) => verifying.destroy(err));
     verifying.on('error', (err: Error) => {
       source.destroy();

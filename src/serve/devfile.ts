@@ -9,8 +9,10 @@
  *   /devfiles/<name>[/<version>]          a devfile (version: a version, `default` or `latest`)
  *   /devfiles/<name>[/<version>]/starter-projects/<project>   its starter project's zip
  *   /health
- * The folder is written once at start-up into a scratch directory (devfiles and
- * starter zips are small), removed at shutdown.
+ * On the OCI side, each stack version's artifact at devfile-catalog/<stack>:<version>
+ * is the rewritten one, as push delivers it. The folder is written once at
+ * start-up into a scratch directory (devfiles and starter zips are small),
+ * removed at shutdown.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,11 +20,15 @@ import { join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ArchiveReader } from '../archive/reader.js';
 import type { BundleImage } from '../bundle/manifest.js';
+import { addArtifact } from '../devfile/artifact.js';
 import { writeRegistryFolder } from '../devfile/deliver.js';
 import { compareVersions } from '../devfile/index-json.js';
 import type { DevfileRecord, DevfileStackRecord } from '../devfile/record.js';
 import { destinationRepository, digestTag, type PushTarget } from '../push/destination.js';
+import type { Descriptor } from '../oci/types.js';
+import { OverlayStore } from '../store/overlay-store.js';
 import { Progress } from '../util/progress.js';
+import type { BlobSource } from './blobs.js';
 import type { Outcome } from './distribution.js';
 import type { RepositoryView } from './repositories.js';
 
@@ -58,11 +64,12 @@ export class DevfileRegistry {
   ) {}
 
   /** Rewrite the carried registry for the images as `view` serves them at `advertised`. */
-  static async build(reader: ArchiveReader, images: BundleImage[], record: DevfileRecord, view: RepositoryView, target: PushTarget): Promise<DevfileRegistry> {
+  static async build(reader: ArchiveReader, images: BundleImage[], record: DevfileRecord, view: RepositoryView, blobs: BlobSource, target: PushTarget): Promise<DevfileRegistry> {
     const root = await mkdtemp(join(tmpdir(), 'bundle-serve-devfile-'));
     const work = await mkdtemp(join(tmpdir(), 'bundle-serve-devfile-work-'));
     try {
       const served = new Map(view.images.map((i) => [i.image.refName, i]));
+      const artifacts = new OverlayStore(reader, 'rewritten devfile artifacts');
       const written = await writeRegistryFolder(
         record,
         {
@@ -79,6 +86,15 @@ export class DevfileRegistry {
         },
         root,
         work,
+        // Each stack version's artifact, rewritten, replaces the carried one at devfile-catalog/<stack>:<version>
+        // (the OCI side odo and the registry library pull from), as push delivers it.
+        async (rec, _report, files) => {
+          if (rec.type !== 'stack') return;
+          const built = await addArtifact(artifacts, files);
+          const config = (JSON.parse(built.bytes.toString('utf8')) as { config: Descriptor }).config;
+          for (const d of [config, ...built.layers]) blobs.addExtra(d, artifacts);
+          view.replace(destinationRepository(target, `devfile-catalog/${rec.name}`), rec.version, built.desc, config.mediaType, [config, ...built.layers].map((d) => d.digest), artifacts);
+        },
       );
       const index = JSON.parse(await readFile(join(root, 'index.json'), 'utf8')) as IndexEntry[];
       return new DevfileRegistry(root, record, index, written.failures.map((f) => `${f.source}: ${f.error}`));

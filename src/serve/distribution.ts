@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { ArchiveReader } from '../archive/reader.js';
 import { MediaType } from '../oci/media-types.js';
-import { isSha256Digest } from '../util/digest.js';
+import { isSha256Digest, verifyBuffer } from '../util/digest.js';
 import { errorMessage } from '../util/errors.js';
 import type { BlobSource, ByteRange } from './blobs.js';
 import type { Repository, RepositoryView } from './repositories.js';
@@ -84,7 +84,9 @@ export class DistributionApi {
     // Manifests are small: read whole and checked against the digest before a byte is sent.
     let bytes: Buffer;
     try {
-      ({ bytes } = await this.reader.fetchManifest('', { digest, mediaType: info.mediaType, size: info.size }));
+      const desc = { digest, mediaType: info.mediaType, size: info.size };
+      ({ bytes } = await (this.view.storeOf(digest) ?? this.reader).fetchManifest('', desc));
+      verifyBuffer(bytes, digest, info.size, `manifest ${digest}`);
     } catch (err) {
       return this.error(res, method, 500, 'UNKNOWN', `manifest ${digest} cannot be served: ${errorMessage(err)}`);
     }

@@ -15,6 +15,7 @@ import { mapLimit } from '../copy/limit.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import type { PushTarget } from '../push/destination.js';
+import type { ContentStore } from '../store/store.js';
 import { isSha256Digest } from '../util/digest.js';
 import { errorMessage } from '../util/errors.js';
 
@@ -127,6 +128,28 @@ export class RepositoryView {
     // Repositories whose every image failed hold nothing.
     for (const [name, repo] of view.repositories) if (repo.manifests.size === 0) view.repositories.delete(name);
     return view;
+  }
+
+  /** Manifests made at start-up, and the store each is read from (the archive holds the others). */
+  private readonly madeManifests = new Map<string, ContentStore>();
+
+  /** The store a manifest made at start-up is read from; undefined for the archive's own. */
+  storeOf(digest: string): ContentStore | undefined {
+    return this.madeManifests.get(digest);
+  }
+
+  /**
+   * Serve a manifest made at start-up (read from `store`) as `repository:tag`, in
+   * place of what the bundle has there: a devfile stack's artifact with its devfile
+   * rewritten for this server, as push delivers it.
+   */
+  replace(repository: string, tag: string, desc: Descriptor, artifactType: string | undefined, blobs: string[], store: ContentStore): void {
+    const repo = this.repository(repository);
+    repo.tags.set(tag, desc.digest);
+    repo.manifests.add(desc.digest);
+    for (const b of blobs) repo.blobs.add(b);
+    this.manifests.set(desc.digest, { mediaType: desc.mediaType, size: desc.size, ...(artifactType ? { artifactType } : {}) });
+    this.madeManifests.set(desc.digest, store);
   }
 
   /** Repository names, sorted (the `_catalog` order). */
