@@ -178,7 +178,7 @@ ${EXIT_DOC}`,
     .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
     .option('--insecure-skip-signature', 'serve even though nobody\'s signature is checked')
     .option('--prefix <path>', 'repository path prefix, as the path of push --to: quay.io/ns/app:1.2 is served as PREFIX/ns/app:1.2')
-    .option('--advertise <host:port>', 'the address clients reach this server by (for the listing; default: the listening address)')
+    .option('--advertise <host:port>', 'the address clients reach this server by: devfiles and the listing name images there (default: the listening address)')
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (with --tls-key); plain HTTP otherwise')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
     .addOption(new Option('--log-format <format>', 'one line per request: text or json').choices(['text', 'json']).default('text'))
@@ -189,12 +189,16 @@ Repositories are named as push names them, so clients pull what push would have 
 registry: quay.io/ns/app:1.2 is 127.0.0.1:5000/ns/app:1.2 (PREFIX/ns/app:1.2 with --prefix).
 Manifests, blobs (with ranges), tags/list, _catalog and referrers; writes get UNSUPPORTED.
 Every byte is checked against its digest as it is read: a blob that fails is an error to the
-client and a line in the log, never wrong bytes. SIGTERM or Ctrl-C stops it cleanly.
+client and a line in the log, never wrong bytes. A bundle with a devfile section is also a
+devfile registry (/index, /v2index, /devfiles/<stack>[/<version>], starter-project zips),
+its devfiles naming the images where this server serves them. SIGTERM or Ctrl-C stops it.
 
 Example:
   $ bundle serve july.airgap --key site.pub --listen 127.0.0.1:5000
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/ns/app:1.2 oci:app:1.2
   $ podman pull --tls-verify=false 127.0.0.1:5000/ns/app:1.2
+  $ bundle serve devfiles.airgap --key site.pub --listen 0.0.0.0:8080 --advertise registry.lab:8080
+  $ curl http://registry.lab:8080/v2index
 ${EXIT_DOC}`,
     )
     .action(async (file, opts) => setCode(await (await import('./commands/serve.js')).serveCommand(file, opts)));

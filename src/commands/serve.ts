@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { ArchiveReader } from '../archive/reader.js';
 import { requireTrust, trustedManifest, type TrustOptions } from '../bundle/trust.js';
-import { parseTarget } from '../push/destination.js';
+import { parseTarget, type PushTarget } from '../push/destination.js';
 import { BlobSource } from '../serve/blobs.js';
 import type { DevfileRecord } from '../devfile/record.js';
 import { DevfileRegistry } from '../serve/devfile.js';
@@ -54,7 +54,7 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
   try {
     const manifest = await trustedManifest(reader, trusted, 'serve');
     if (!trusted) log.event('warn', '--insecure-skip-signature: serving without checking who made this bundle');
-    const target = parseTarget(`${opts.advertise ?? 'served.invalid'}${opts.prefix ? `/${opts.prefix.replace(/^\/+|\/+$/g, '')}` : ''}`);
+    const target = servedTarget(opts);
     const view = await RepositoryView.build(reader, manifest.images, target);
     for (const w of view.warnings) log.event('warn', w);
     if (manifest.base) {
@@ -112,6 +112,17 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
     return 0;
   } finally {
     await reader.close();
+  }
+}
+
+/** Where images are served, as push's target: `--advertise` (or a placeholder host) and `--prefix`. */
+function servedTarget(opts: ServeOptions): PushTarget {
+  const prefix = opts.prefix?.replace(/^\/+|\/+$/g, '') ?? '';
+  try {
+    return parseTarget(`${opts.advertise ?? 'served.invalid'}${prefix ? `/${prefix}` : ''}`);
+  } catch (err) {
+    const which = opts.advertise && !/^[a-zA-Z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(opts.advertise) ? `--advertise ${opts.advertise}: expected HOST:PORT` : `--prefix ${opts.prefix}: not a valid repository path (lowercase letters, digits, . _ - and /)`;
+    throw err instanceof UsageError ? new UsageError(which) : err;
   }
 }
 
