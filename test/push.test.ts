@@ -139,3 +139,67 @@ describe('push: two sources, one destination', () => {
     }
   });
 });
+
+describe('progress', () => {
+  it('never reports more bytes done than the total, though the base layer goes to four repositories', async () => {
+    const v = await runBundle(['verify', bundle, '--key', key]);
+    assert.equal(v.code, 0, v.stderr);
+    const checked = bytesDoneOfTotal(v.stderr, 'checking every member');
+    assert.ok(checked.done <= checked.total, checked.line);
+    assert.ok(checked.done > 0, checked.line);
+
+    const dst = await startRegistry();
+    try {
+      const r = await runBundle(['push', bundle, '--to', dst.host, '--key', key, '--keep-registry-host', '--out-dir', join(work, 'progress-out')]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /mounted/);
+      const pushed = bytesDoneOfTotal(r.stderr, 'pushing to');
+      assert.ok(pushed.done <= pushed.total, pushed.line);
+      // Every member of this bundle was sent to an empty registry: all of the total is done.
+      assert.equal(pushed.done, pushed.total, pushed.line);
+    } finally {
+      await dst.stop();
+    }
+  });
+});
+
+describe('push: a destination that cannot be used', () => {
+  it('unreachable: one line naming it, exit 1, nothing else attempted', async () => {
+    const r = await runBundle(['push', bundle, '--to', '127.0.0.1:9/m', '--key', key, '--keep-registry-host', '--retries', '1', '--out-dir', join(work, 'unreach-out')]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const errors = errorLines(r);
+    assert.equal(errors.length, 1, r.stderr);
+    assert.match(errors[0]!, /127\.0\.0\.1:9/);
+    assert.match(errors[0]!, /ECONNREFUSED|refused|unreachable/i);
+    assert.doesNotMatch(r.stderr, /warning:/, 'not one failure per image');
+    assert.equal(r.stdout, '');
+    assertNoStack(r);
+  });
+
+  it('a wrong password (htpasswd, and a Bearer token service): one line, exit 1, the password nowhere', async () => {
+    const secured = await startRegistry({ htpasswd: { username: 'alice', password: 'right-password' } });
+    const plain = await startRegistry();
+    const tokens = await startProxy(plain.host, { bearer: { username: 'bob', password: 'right-token-pass' } });
+    try {
+      for (const [host, user] of [[secured.host, 'alice'], [tokens.host, 'bob']] as const) {
+        const auth = join(work, `wrong-${user}.json`);
+        const secret = `wrong-pw-${user}-123`;
+        await writeFile(auth, JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${secret}`).toString('base64') } } }));
+        const r = await runBundle(['push', bundle, '--to', `${host}/m`, '--key', key, '--keep-registry-host', '--dest-authfile', auth, '--out-dir', join(work, `wrong-out-${user}`)]);
+        assert.equal(r.code, 1, r.stdout + r.stderr);
+        const errors = errorLines(r);
+        assert.equal(errors.length, 1, r.stderr);
+        assert.match(errors[0]!, new RegExp(host.replace(/\./g, '\\.')));
+        assert.match(errors[0]!, /auth|credential|password|denied|401/i);
+        assert.doesNotMatch(r.stderr, /warning:/, 'not one failure per image');
+        for (const s of [secret, Buffer.from(`${user}:${secret}`).toString('base64')]) assert.ok(!(r.stdout + r.stderr).includes(s), 'no credential in the output');
+        assertNoStack(r);
+      }
+      assert.equal(tokens.requests.filter((q) => q.method !== 'GET' && q.method !== 'HEAD').length, 0, 'nothing was uploaded through the token proxy');
+    } finally {
+      await tokens.stop();
+      await plain.stop();
+      await secured.stop();
+    }
+  });
+});
