@@ -1,5 +1,5 @@
 import { MediaType } from '../oci/media-types.js';
-import { parseManifest, platformMatches } from '../oci/manifest.js';
+import { keptPlatformManifests, parseManifest } from '../oci/manifest.js';
 import { platformString, type Descriptor } from '../oci/types.js';
 import type { ContentStore, PutResult, WritableContentStore } from '../store/store.js';
 import { sha256Digest, verified, verifyBuffer } from '../util/digest.js';
@@ -90,9 +90,9 @@ export class CopyEngine {
     }
     const top = await this.fetchVerified(root.srcRepo, root.desc, root.label);
     const parsed = parseManifest(top, root.desc.mediaType, root.label);
-    const wanted = parsed.manifests.filter((m) => root.platforms?.some((p) => platformMatches(m.platform, p)));
+    const wanted = keptPlatformManifests(parsed, root.platforms);
     // Platforms that pick every entry of the index keep the index as it is.
-    if (!parsed.isIndex || !root.platforms || root.platforms.length === 0 || wanted.length === parsed.manifests.length) {
+    if (!wanted || !root.platforms) {
       await this.copyTree(root.srcRepo, root.dstRepo, root.desc, top, root.label, root.tags);
       const platforms = parsed.isIndex
         ? parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p)
