@@ -91,6 +91,33 @@ describe('push: two sources, one destination', () => {
     }
   });
 
+  it('the same image from two registries is no clash: one tag, both sources in the mirror files', async () => {
+    const cfg = join(work, 'same.yaml');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${quay.host}/ns/same:1\n  - ${hub.host}/ns/same:1\n`);
+    const file = join(work, 'same.airgap');
+    const c = await runBundle(['create', '-c', cfg, '-o', file, '--sign-key', join(work, 'site.key')]);
+    assert.equal(c.code, 0, c.stderr);
+    const dst = await startRegistry();
+    try {
+      const outDir = join(work, 'same-out');
+      const r = await runBundle(['push', file, '--to', `${dst.host}/m`, '--key', key, '--out-dir', outDir, '--json']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(JSON.parse(r.stdout).pushed, 2);
+      const srcRaw = await skopeoInspectRaw(`docker://${quay.host}/ns/same:1`);
+      assert.ok((await skopeoInspectRaw(`docker://${dst.host}/m/ns/same:1`)).equals(srcRaw));
+      const mapping = (await readFile(join(outDir, 'mapping.txt'), 'utf8')).split('\n').filter((l) => l && !l.startsWith('#'));
+      assert.equal(mapping.length, 1, mapping.join('\n'));
+      assert.match(mapping[0]!, new RegExp(`@${sha256(srcRaw)}=${dst.host}/m/ns/same:1$`));
+      const idms = parseYaml(await readFile(join(outDir, 'idms.yaml'), 'utf8'));
+      assert.deepEqual(
+        idms.spec.imageDigestMirrors.map((e: { source: string }) => e.source).sort(),
+        [`${quay.host}/ns/same`, `${hub.host}/ns/same`].sort(),
+      );
+    } finally {
+      await dst.stop();
+    }
+  });
+
   it('--keep-registry-host lands each at PREFIX/<source host>/..., with mirror files that point there', async () => {
     const dst = await startRegistry();
     try {
