@@ -86,15 +86,18 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
+  const warnings: string[] = [];
   try {
     const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError, opts.signatures);
     sources = resolved.images;
     failed.push(...resolved.failures);
+    warnings.push(...resolved.warnings);
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
   progress.finishPhase(failed.length === 0);
+  for (const w of warnings) progress.warn(w);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
@@ -186,6 +189,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       base: result.manifest.base ? { name: result.manifest.base.name, digest: result.manifest.base.digest, blobsLeftOut: result.manifest.base.blobs.length } : null,
       executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
+      warnings,
       failed,
     };
     if (opts.json) printJson(summary);
