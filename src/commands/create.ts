@@ -10,7 +10,7 @@ import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { pullStoreFactory } from '../store/mirrored-store.js';
-import { loadRegistriesConf, registriesConfPath } from '../registry/registries-conf.js';
+import { loadRegistriesConfig } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
@@ -77,9 +77,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
   // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
-  const confPath = registriesConfPath(opts.registriesConf);
-  const registriesConf = confPath ? await loadRegistriesConf(confPath) : undefined;
-  if (registriesConf?.registries.length) progress.info(`registries configuration: ${confPath}`);
+  const registriesConf = await loadRegistriesConfig(opts.registriesConf);
+  if (registriesConf?.registries.length) progress.info(`registries configuration: ${registriesConf.file}`);
   const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
