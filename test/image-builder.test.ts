@@ -293,6 +293,23 @@ describe('image builder: base image + one layer', () => {
     assert.match(modes, /^drwxrwxrwt .* tmp\/$/m, 'a named directory keeps its mode (sticky /tmp)');
   });
 
+  it('takes its creation time from SOURCE_DATE_EPOCH when none is given', async () => {
+    const saved = process.env['SOURCE_DATE_EPOCH'];
+    process.env['SOURCE_DATE_EPOCH'] = '1700000000';
+    try {
+      const s = await withBase('base/oci', '1');
+      delete s.created;
+      const p = await prepareImage(s);
+      await p.close();
+      const cfg = JSON.parse(p.configBytes.toString('utf8')) as { created: string; history: { created: string }[] };
+      assert.equal(cfg.created, '2023-11-14T22:13:20Z');
+      assert.equal(cfg.history.at(-1)!.created, '2023-11-14T22:13:20Z');
+    } finally {
+      if (saved === undefined) delete process.env['SOURCE_DATE_EPOCH'];
+      else process.env['SOURCE_DATE_EPOCH'] = saved;
+    }
+  });
+
   it('reads SOURCE_DATE_EPOCH, and refuses a bad one', () => {
     assert.equal(sourceDateEpoch({ SOURCE_DATE_EPOCH: '1700000000' })?.toISOString(), '2023-11-14T22:13:20.000Z');
     assert.equal(sourceDateEpoch({}), undefined);
