@@ -95,7 +95,7 @@ ${EXIT_DOC}`,
   outputOptions(
     program
       .command('inspect')
-      .description('Show what a bundle holds (images, sizes, signer) from its manifest, instantly. Checks nothing: use verify.')
+      .description('Show what a bundle holds (images, sizes, signer, and any manifest fields this version does not know, from a newer 1.x format) from its manifest, instantly. Checks nothing: use verify.')
       .argument('<file>', 'the .airgap file')
       .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),

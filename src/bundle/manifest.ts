@@ -4,7 +4,7 @@
  * in spec/airgap-format.md.
  */
 export const MANIFEST_PAYLOAD_TYPE = 'application/vnd.airgap.bundle.manifest.v1+json';
-export const FORMAT_VERSION = '1.0';
+export const FORMAT_VERSION = '1.1';
 
 /** Member paths of the control files at the end of the archive. */
 export const MANIFEST_MEMBER = 'airgap/manifest.json';

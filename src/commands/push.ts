@@ -112,6 +112,10 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     }
     if (!trusted) progress.warn('--insecure-skip-signature: pushing without checking who made this bundle');
     const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+    const layout = await reader.layoutProblems();
+    if (layout.length > 0) {
+      throw new BundleError(`refusing to push ${file}: ${layout.slice(0, 3).join('; ')}${layout.length > 3 ? ` and ${layout.length - 3} more` : ''} (bundle verify names everything wrong)`, 1);
+    }
     const plan = planPush(manifest.images, target);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
