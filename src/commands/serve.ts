@@ -14,6 +14,7 @@ import { BundleError, errorMessage, UsageError } from '../util/errors.js';
 export interface ServeOptions extends TrustOptions {
   listen: string;
   prefix?: string;
+  keepRegistryHost?: boolean;
   advertise?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -75,7 +76,7 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
     try {
       if (devfileRecord) {
         // Devfiles name images where this server serves them: rewritten once the address is known.
-        devfiles = await DevfileRegistry.build(reader, manifest.images, devfileRecord, view, blobs, { registry: advertised, prefix: target.prefix });
+        devfiles = await DevfileRegistry.build(reader, manifest.images, devfileRecord, view, blobs, { ...target, registry: advertised });
         for (const f of devfiles.failures) log.event('warn', `devfile ${f}`);
         const registry = devfiles;
         routes.push((req, res, url) => registry.route(req, res, url));
@@ -119,7 +120,7 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
 function servedTarget(opts: ServeOptions): PushTarget {
   const prefix = opts.prefix?.replace(/^\/+|\/+$/g, '') ?? '';
   try {
-    return parseTarget(`${opts.advertise ?? 'served.invalid'}${prefix ? `/${prefix}` : ''}`);
+    return parseTarget(`${opts.advertise ?? 'served.invalid'}${prefix ? `/${prefix}` : ''}`, opts.keepRegistryHost);
   } catch (err) {
     const which = opts.advertise && !/^[a-zA-Z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(opts.advertise) ? `--advertise ${opts.advertise}: expected HOST:PORT` : `--prefix ${opts.prefix}: not a valid repository path (lowercase letters, digits, . _ - and /)`;
     throw err instanceof UsageError ? new UsageError(which) : err;

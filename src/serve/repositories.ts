@@ -10,7 +10,7 @@
  */
 import type { ArchiveReader } from '../archive/reader.js';
 import type { BundleImage } from '../bundle/manifest.js';
-import { planPush } from '../commands/push.js';
+import { checkClashes, planPush } from '../commands/push.js';
 import { mapLimit } from '../copy/limit.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
@@ -89,6 +89,8 @@ export class RepositoryView {
       return p;
     };
     const plan = planPush(images, target);
+    // Two images on one tag are refused, as by push (--keep-registry-host keeps them apart).
+    checkClashes(plan, target);
     await mapLimit(plan, concurrency, async (item) => {
       const repo = view.repository(item.repository);
       const manifests = new Set<string>();
