@@ -21,8 +21,11 @@ export interface Fault {
   match: (r: RequestInfo) => boolean;
   /** How many matching requests fail (then the fault is spent). */
   times: number;
-  /** `corrupt` forwards the request and flips one byte of the answer's body. */
-  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'delay';
+  /**
+   * `corrupt` forwards the request and flips one byte of the answer's body;
+   * `truncate` forwards it and cuts the connection half-way through the answer's body.
+   */
+  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'truncate' | 'delay';
   /** For `delay`: how long to hold the request before forwarding it. */
   delayMs?: number;
   /** Retry-After value sent with 429/503. */
@@ -53,6 +56,11 @@ export interface RecordedRequest extends RequestInfo {
   status: number;
   /** Whether an Authorization header came with it (never its value). */
   authorized: boolean;
+  /** The Range header it carried, if any. */
+  range?: string;
+  /** Order of events at the proxy (no clock): when the request arrived, and when its answer was done. */
+  arrived: number;
+  done?: number;
 }
 
 export interface TokenRequest {
@@ -96,7 +104,24 @@ function flipOneByte(): Transform {
   });
 }
 
-function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, corrupt = false): void {
+/** Passes the first `keep` bytes on, then cuts the connection. */
+function cutAfter(keep: number, res: http.ServerResponse): Transform {
+  let passed = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      const room = keep - passed;
+      if (room <= 0) {
+        cb();
+        return;
+      }
+      passed += Math.min(room, chunk.length);
+      cb(null, chunk.length > room ? chunk.subarray(0, room) : chunk);
+      if (passed >= keep) setTimeout(() => res.socket?.destroy(), 20);
+    },
+  });
+}
+
+function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, alter?: 'corrupt' | 'truncate'): void {
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
@@ -105,7 +130,9 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
     (upRes) => {
       record.status = upRes.statusCode ?? 0;
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      if (corrupt) upRes.pipe(flipOneByte()).pipe(res);
+      const length = Number(upRes.headers['content-length'] ?? NaN);
+      if (alter === 'corrupt') upRes.pipe(flipOneByte()).pipe(res);
+      else if (alter === 'truncate' && length > 1) upRes.pipe(cutAfter(Math.floor(length / 2), res)).pipe(res);
       else upRes.pipe(res);
     },
   );
@@ -145,12 +172,16 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const tokensIssued: string[] = [];
   const valid = new Set<string>();
   let selfHost = '';
+  let events = 0;
 
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/' };
-    const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined };
+    const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined, range: req.headers.range, arrived: ++events };
     requests.push(record);
+    res.on('close', () => {
+      record.done = ++events;
+    });
 
     const fault = faults.find((f) => f.times > 0 && f.match(info));
     if (fault) {
@@ -160,8 +191,8 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         req.socket.destroy();
         return;
       }
-      if (fault.kind === 'corrupt') {
-        forward(target, req, res, record, true);
+      if (fault.kind === 'corrupt' || fault.kind === 'truncate') {
+        forward(target, req, res, record, fault.kind);
         return;
       }
       if (fault.kind === 'delay') {
