@@ -90,6 +90,8 @@ export class RegistryClient {
   private readonly auth: Authenticator;
   private readonly schemes: Array<'https' | 'http'>;
   private originPromise?: Promise<URL>;
+  /** The origin in use, once detected. */
+  private resolvedOrigin?: URL;
   private readonly credCache = new Map<string, Credentials | undefined>();
 
   constructor(registry: string, private readonly opts: RegistryOptions = {}) {
@@ -109,7 +111,14 @@ export class RegistryClient {
       opts.userAgent ?? 'bundle',
     );
     this.schemes = schemesFor(this.host, opts);
-    this.auth = new Authenticator(this.registry, this.transport, (repo) => this.credentialsFor(repo));
+    this.auth = new Authenticator(
+      this.registry,
+      this.transport,
+      (repo) => this.credentialsFor(repo),
+      undefined,
+      // Plain HTTP to the registry is itself only ever by permission (loopback, or TLS verification off).
+      () => opts.tlsVerify === false || this.resolvedOrigin?.protocol === 'http:',
+    );
   }
 
   private credentialsFor(repo: string | undefined): Credentials | undefined {
@@ -125,9 +134,14 @@ export class RegistryClient {
   private origin(): Promise<URL> {
     if (!this.originPromise) {
       this.originPromise = this.detectOrigin();
-      this.originPromise.catch(() => {
-        this.originPromise = undefined;
-      });
+      this.originPromise.then(
+        (o) => {
+          this.resolvedOrigin = o;
+        },
+        () => {
+          this.originPromise = undefined;
+        },
+      );
     }
     return this.originPromise;
   }

@@ -5,6 +5,8 @@
  * (Distribution 2.8 ignores `n` there) and counts requests.
  */
 import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
 import { Transform } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -40,6 +42,11 @@ export interface BearerOptions {
   expiresIn?: number;
   /** Use `access_token` instead of `token` in the token response. */
   accessTokenField?: boolean;
+  /**
+   * Send clients to this other proxy's token service (its `/token`, plain
+   * HTTP) and accept the tokens it issues, instead of serving tokens here.
+   */
+  tokenServer?: { host: string; tokensIssued: string[] };
 }
 
 export interface ProxyOptions {
@@ -50,6 +57,8 @@ export interface ProxyOptions {
    * like registries backed by object storage do.
    */
   redirectBlobsTo?: string;
+  /** Listen with TLS (PEM files, e.g. from selfSignedCert) instead of plain HTTP. */
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface RecordedRequest extends RequestInfo {
@@ -125,6 +134,8 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
+  // Behind a TLS front the registry must build its upload Locations with https.
+  if ((req.socket as { encrypted?: boolean }).encrypted) headers['x-forwarded-proto'] = 'https';
   const up = http.request(
     { hostname, port: Number(port), method: req.method, path: req.url, headers, agent: false },
     (upRes) => {
@@ -174,7 +185,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   let selfHost = '';
   let events = 0;
 
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/' };
     const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined, range: req.headers.range, arrived: ++events };
@@ -241,7 +252,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     if (bearer && url.pathname.startsWith('/v2/')) {
       const auth = req.headers.authorization;
       const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
-      if (!token || !valid.has(token)) {
+      if (!token || !(valid.has(token) || bearer.tokenServer?.tokensIssued.includes(token))) {
         const repo = repoOf(url.pathname);
         const push = !['GET', 'HEAD'].includes(info.method);
         let scope = '';
@@ -251,7 +262,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         record.status = 401;
         res.writeHead(401, {
           'content-type': 'application/json',
-          'www-authenticate': `Bearer realm="http://${selfHost}/token",service="test"${scope}`,
+          'www-authenticate': `Bearer realm="http://${bearer.tokenServer?.host ?? selfHost}/token",service="test"${scope}`,
         });
         res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }));
         return;
@@ -301,7 +312,10 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     }
 
     forward(target, req, res, record);
-  });
+  };
+  const server = opts.tls
+    ? https.createServer({ cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }, handler)
+    : http.createServer(handler);
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   selfHost = `127.0.0.1:${(server.address() as AddressInfo).port}`;
