@@ -123,10 +123,11 @@ export class RetryPolicy {
   }
 
   /**
-   * Called before every attempt of every request of this registry. A retry
-   * (`retry` > 0) waits first: the server's Retry-After when it sent one
-   * (capped), else exponential backoff. This is the one place a registry-wide
-   * slow-down (e.g. after a 429) would hold every attempt back.
+   * Called once before every attempt of every request of this registry (first
+   * attempts and protocol steps with `retry` 0). A retry (`retry` > 0) waits
+   * first: the server's Retry-After when it sent one (capped), else
+   * exponential backoff. This is the one place a registry-wide slow-down
+   * (e.g. after a 429) would hold every attempt back.
    */
   async admit(retry: number, retryAfterMs: number | undefined, signal?: AbortSignal): Promise<void> {
     if (retry <= 0) return;
@@ -139,7 +140,10 @@ export class RetryPolicy {
 export class Attempts {
   private used = 0;
   private retryAfterMs: number | undefined;
+  /** The next attempt has been through the policy already (ready() was called). */
   private admitted = false;
+  /** The next attempt follows a protocol step, not a failure: no backoff. */
+  private free = false;
 
   constructor(readonly policy: RetryPolicy) {}
 
@@ -169,8 +173,9 @@ export class Attempts {
    */
   async ready(signal?: AbortSignal): Promise<void> {
     if (this.admitted) return;
-    await this.policy.admit(this.used, this.retryAfterMs, signal);
+    await this.policy.admit(this.free ? 0 : this.used, this.retryAfterMs, signal);
     this.retryAfterMs = undefined;
+    this.free = false;
     this.admitted = true;
   }
 
@@ -190,6 +195,6 @@ export class Attempts {
   uncount(): void {
     if (this.used > 0) this.used--;
     this.retryAfterMs = undefined;
-    this.admitted = true;
+    this.free = true;
   }
 }
