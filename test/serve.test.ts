@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -319,6 +319,31 @@ describe('bundle serve: trust, integrity, options', () => {
       const all = (await (await fetch(`http://${s.host}/v2/_catalog`)).json()) as { repositories: string[] };
       assert.deepEqual(all.repositories, [`${host}/ns/app-one`, `${host}/ns/app-two`, `${host}/ns/multi`]);
       assert.ok((await skopeoInspectRaw(`docker://${s.host}/${host}/ns/app-two:2.0`)).equals(sourceRaw['ns/app-two:2.0']!));
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('serves a bundle written in volumes, found beside the one named and in --volumes-dir', async () => {
+    const whole = await readFile(bundle);
+    const [a, b] = [join(work, 'disk1'), join(work, 'disk2')];
+    await mkdir(a);
+    await mkdir(b);
+    const third = Math.ceil(whole.length / 3);
+    await writeFile(join(a, 'july.airgap.001'), whole.subarray(0, third));
+    await writeFile(join(a, 'july.airgap.002'), whole.subarray(third, 2 * third));
+    await writeFile(join(b, 'july.airgap.003'), whole.subarray(2 * third));
+    const s = await startServe([join(a, 'july.airgap.001'), '--volumes-dir', b, '--key', join(work, 'site.pub')]);
+    try {
+      for (const [ref, raw] of Object.entries(sourceRaw)) assert.ok((await skopeoInspectRaw(`docker://${s.host}/${ref}`)).equals(raw), ref);
+      const dir = join(work, 'copy-from-volumes');
+      await run('skopeo', ['copy', '--quiet', '--all', '--src-tls-verify=false', `docker://${s.host}/ns/multi:latest`, `oci:${dir}:x`]);
+      const layer = await readFile(join(set.layoutDir, 'blobs', 'sha256', set.base.digest.slice(7)));
+      for (let i = 0; i < 2; i++) {
+        const res = await fetch(`http://${s.host}/v2/ns/multi/blobs/${set.base.digest}`, { headers: { Range: 'bytes=100-200099' } });
+        assert.equal(res.status, 206);
+        assert.ok(Buffer.from(await res.arrayBuffer()).equals(layer.subarray(100, 200100)), `range, ${i ? 'proven' : 'first'} read`);
+      }
     } finally {
       await s.stop();
     }

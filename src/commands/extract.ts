@@ -27,7 +27,7 @@ export async function extractCommand(file: string, opts: ExtractOptions): Promis
   if (opts.member && !opts.output) throw new UsageError('--member needs -o OUT (a file, or - for stdout)');
   if (opts.ociLayout && opts.output) throw new UsageError('-o goes with --member; --oci-layout names the folder itself');
   const trusted = await requireTrust(opts, 'extract');
-  const reader = await ArchiveReader.open(file);
+  const reader = await ArchiveReader.open(file, { volumesDirs: opts.volumesDir });
   try {
     const manifest = await trustedManifest(reader, trusted, 'extract');
     const progress = await progressFor(opts);

@@ -13,6 +13,8 @@ import { BundleError, errorMessage, UsageError } from '../util/errors.js';
 
 export interface ServeOptions extends TrustOptions {
   listen: string;
+  /** Folders holding more volumes of a bundle written in volumes (--volumes-dir). */
+  volumesDir?: string[];
   prefix?: string;
   keepRegistryHost?: boolean;
   advertise?: string;
@@ -50,7 +52,7 @@ export async function serveCommand(file: string, opts: ServeOptions): Promise<nu
   if (opts.logFormat !== 'text' && opts.logFormat !== 'json') throw new UsageError(`--log-format ${String(opts.logFormat)}: expected text or json`);
   const trusted = await requireTrust(opts, 'serve');
   const tls = opts.tlsCert && opts.tlsKey ? { cert: await readPem(opts.tlsCert, '--tls-cert'), key: await readPem(opts.tlsKey, '--tls-key') } : undefined;
-  const reader = await ArchiveReader.open(file);
+  const reader = await ArchiveReader.open(file, { volumesDirs: opts.volumesDir });
   const log = new ServeLog(opts.logFormat);
   try {
     const manifest = await trustedManifest(reader, trusted, 'serve');

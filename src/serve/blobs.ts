@@ -143,10 +143,10 @@ export class BlobSource {
     return { stream: slice, verifiedWhole: true };
   }
 
-  /** Forget every proof when the file changed under us (it is opened once and read in place). */
+  /** Forget every proof when the file (or a volume) changed under us: it is opened once and read in place. */
   private async checkFileUnchanged(): Promise<void> {
-    const st = await stat(this.reader.path);
-    const stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    const stats = await Promise.all(this.reader.input.paths.map((p) => stat(p)));
+    const stamp = stats.map((st) => `${st.ino}:${st.size}:${st.mtimeMs}`).join(' ');
     if (this.fileStamp !== undefined && this.fileStamp !== stamp) {
       this.proven.clear();
       this.failed.clear();
