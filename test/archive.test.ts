@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { FORMAT_VERSION } from '../src/bundle/manifest.js';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
@@ -227,7 +228,7 @@ describe('ArchiveWriter + ArchiveReader: a full bundle', () => {
     try {
       assert.equal(r.fileSize, (await stat(file)).size);
       assert.equal(r.manifest.kind, 'AirgapBundleManifest');
-      assert.equal(r.manifest.formatVersion, '1.1');
+      assert.equal(r.manifest.formatVersion, FORMAT_VERSION);
       assert.equal(r.manifest.created, '2024-05-01T12:00:00Z');
       assert.deepEqual(r.manifest.tool, TOOL);
       assert.deepEqual(

@@ -29,6 +29,8 @@ const RANGE_AHEAD = 1;
 const MAX_FRAME_COMPRESSED = 256 * 1024 * 1024;
 /** Manifests read into memory by fetchManifest/readMember may not exceed this. */
 const MAX_IN_MEMORY_MEMBER = 64 * 1024 * 1024;
+/** A header frame holds a member's tar header blocks: a ustar block, and a pax header with its (bounded) data. */
+const MAX_HEADER_FRAME = 1024 * 1024 + 3 * 512;
 /** Number of trailing frames that hold the control members: manifest (2), signature (2), tar end (1). */
 export const CONTROL_FRAMES = 5;
 
@@ -136,7 +138,7 @@ export class ArchiveReader implements ContentStore {
         throw notBundle(`its seek table covers ${c} bytes of frames but the file holds ${size - table.tableSize} (truncated or modified?)`);
       }
       if (frames.length < 2 * 2 + CONTROL_FRAMES) throw notBundle(`only ${frames.length} frames, too few for a bundle`);
-      const control = await readControl(fh, frames, notBundle);
+      const control = await readControl(fh, frames, notBundle, file);
       return new ArchiveReader(file, fh, size, frames, control);
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -319,6 +321,66 @@ export class ArchiveReader implements ContentStore {
       bestDistance = distance;
     }
     return best;
+  }
+
+  /**
+   * What the frames hold besides the listed members and the control members,
+   * checked from the seek table and the (small) header frames alone, without
+   * reading any member's data: every listed member is one header frame naming
+   * it with its size, then data frames ending exactly where its padded data
+   * ends, members back to back in offset order, then the five control frames.
+   * An unlisted member (an extra copy of a control member, say) has no place
+   * to hide. Empty when the layout is exactly that.
+   */
+  async layoutProblems(): Promise<string[]> {
+    const frames = this.frames;
+    const controlStart = frames.length - CONTROL_FRAMES;
+    const members = [...this.manifest.members].sort((a, b) => a.offset - b.offset);
+    const headers: { frame: number; member: BundleMember }[] = [];
+    let f = 0;
+    let pos = 0;
+    // Empty frames hold nothing, so they hide nothing: skipped wherever they are.
+    const skipEmpty = (): void => {
+      while (f < controlStart && frames[f]!.decompressedSize === 0) f++;
+    };
+    for (const m of members) {
+      skipEmpty();
+      const h = frames[f];
+      if (f >= controlStart || !h || h.decompressedOffset !== pos || h.decompressedOffset + h.decompressedSize !== m.offset || h.decompressedSize > MAX_HEADER_FRAME) {
+        return [`the archive holds something the manifest does not list between tar offsets ${pos} and ${m.offset} (before ${m.path})`];
+      }
+      headers.push({ frame: f, member: m });
+      const end = m.offset + m.size + padding(m.size);
+      for (f++; f < controlStart && frames[f]!.decompressedOffset < end; f++);
+      if ((frames[f]?.decompressedOffset ?? Infinity) !== end) return [`${m.path}: its data frames do not end where its data does (tar offset ${end})`];
+      pos = end;
+    }
+    skipEmpty();
+    if (f !== controlStart) {
+      return [`the archive holds something the manifest does not list between tar offset ${pos} and ${MANIFEST_MEMBER}`];
+    }
+    const problems: string[] = [];
+    // Header frames are a few dozen bytes each: read them a batch at a time.
+    for (let i = 0; i < headers.length; i += 64) {
+      const batch = headers.slice(i, i + 64);
+      const decoded = await Promise.all(batch.map(({ frame }) => this.readFrame(frame).then(parseHeaderFrame, () => undefined)));
+      batch.forEach(({ frame, member }, j) => {
+        const found = decoded[j];
+        if (!found || found.name !== member.path || found.size !== member.size) {
+          problems.push(
+            `frame ${frame} should hold the tar header of ${member.path} (${member.size} bytes) but holds ${found ? `${found.name} (${found.size} bytes)` : 'something else'}`,
+          );
+        }
+      });
+    }
+    return problems;
+  }
+
+  /** One frame's decoded content (for small frames: read whole into memory). */
+  private async readFrame(i: number): Promise<Buffer> {
+    const f = this.frames[i]!;
+    const parts = decodeFrame(await readAt(this.fh, f.compressedOffset, f.compressedSize), f.decompressedSize);
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
   // ---- ContentStore ----
@@ -621,7 +683,7 @@ interface Control {
 }
 
 /** Read and check the last five frames: manifest header + data, signature header + data, tar end. */
-async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why: string) => UsageError): Promise<Control> {
+async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why: string) => UsageError, file: string): Promise<Control> {
   const n = frames.length;
   const first = frames[n - CONTROL_FRAMES]!;
   const last = frames[n - 1]!;
@@ -655,7 +717,7 @@ async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why:
   } catch {
     throw notBundle(`${SIGNATURE_MEMBER} is not valid JSON`);
   }
-  checkManifestShape(manifest, notBundle);
+  checkManifestShape(manifest, notBundle, file);
   if (
     !envelope ||
     typeof envelope !== 'object' ||
@@ -668,41 +730,54 @@ async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why:
   return { manifest, manifestBytes, envelope, envelopeBytes };
 }
 
-/** A control member's bytes from its header frame and single data frame. */
-function controlMember(head: Buffer, data: Buffer, expected: string, notBundle: (why: string) => UsageError): Buffer {
-  let name: string | undefined;
-  let size: number | undefined;
+/**
+ * The member a header frame introduces: its content must be exactly one member's
+ * header blocks (a ustar header, optionally preceded by a pax header and its data).
+ * Undefined when it holds anything else.
+ */
+export function parseHeaderFrame(head: Buffer): { name: string; size: number } | undefined {
   try {
     let pos = 0;
     let paxName: string | undefined;
+    let paxSize: string | undefined;
     while (pos + TAR_BLOCK <= head.length) {
       const h = decodeHeaderBlock(head.subarray(pos, pos + TAR_BLOCK));
       pos += TAR_BLOCK;
-      if (!h) break;
+      if (!h) return undefined;
       if (h.type === 'pax-header') {
-        paxName = decodePax(head.subarray(pos, pos + h.size)).path;
+        const pax = decodePax(head.subarray(pos, pos + h.size));
+        paxName = pax.path;
+        paxSize = pax.size;
         pos += h.size + padding(h.size);
         continue;
       }
-      name = paxName ?? h.name;
-      size = h.size;
-      break;
+      if (h.type !== 'file' || pos !== head.length) return undefined;
+      return { name: paxName ?? h.name, size: paxSize !== undefined ? Number(paxSize) : h.size };
     }
-    if (pos !== head.length) name = undefined;
   } catch {
-    name = undefined;
+    // not a header
   }
-  if (name !== expected || size === undefined) throw notBundle(`the frames where ${expected} belongs do not hold it`);
+  return undefined;
+}
+
+/** A control member's bytes from its header frame and single data frame. */
+function controlMember(head: Buffer, data: Buffer, expected: string, notBundle: (why: string) => UsageError): Buffer {
+  const member = parseHeaderFrame(head);
+  if (member?.name !== expected) throw notBundle(`the frames where ${expected} belongs do not hold it`);
+  const size = member.size;
   if (data.length !== size + padding(size)) throw notBundle(`${expected} does not fill its frame`);
   return data.subarray(0, size);
 }
 
-function checkManifestShape(m: BundleManifest, notBundle: (why: string) => UsageError): void {
+function checkManifestShape(m: BundleManifest, notBundle: (why: string) => UsageError, file: string): void {
   if (!m || typeof m !== 'object' || m.kind !== 'AirgapBundleManifest' || m.schemaVersion !== 1) {
     throw notBundle(`${MANIFEST_MEMBER} is not an AirgapBundleManifest`);
   }
   if (typeof m.formatVersion !== 'string' || !/^1\.\d+$/.test(m.formatVersion)) {
-    throw notBundle(`format ${String(m.formatVersion)} is not supported (this tool reads format 1.x)`);
+    // Another major may change the framing itself: nothing in it can be trusted to mean what 1.x says.
+    throw new UsageError(
+      `${file} is a format ${JSON.stringify(m.formatVersion)} bundle; this tool reads format 1.x only (any 1.<minor>), so it needs a tool that knows that format`,
+    );
   }
   if (!Array.isArray(m.members) || !Array.isArray(m.images)) throw notBundle(`${MANIFEST_MEMBER} lacks members or images`);
   for (const mem of m.members) {
