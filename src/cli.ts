@@ -134,6 +134,7 @@ ${EXIT_DOC}`,
       .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
+      .option('--keep-registry-host', 'keep the source host in the path: quay.io/ns/app:1.2 lands at HOST/PREFIX/quay.io/ns/app:1.2 (a port joins with -)')
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
@@ -153,7 +154,9 @@ ${EXIT_DOC}`,
 Blobs the registry already has are skipped, so running it again after an interruption
 finishes the job; an image whose tags already point at its digest is skipped whole
 (a registry accepts a manifest only when all it needs is there; --recheck looks anyway).
-Every byte is checked against its digest before it is sent on.
+Every byte is checked against its digest before it is sent on. Two different images
+that would land on the same tag (quay.io/ns/app:1 and docker.io/ns/app:1) are refused
+before anything is sent; --keep-registry-host keeps them apart.
 
 A bundle with a devfile registry also gets: every stack version rewritten for the target
 (images, starter projects as <name>-offline.zip) at <to>/devfile-catalog/<stack>:<version>,

@@ -85,6 +85,8 @@ before(async () => {
     skopeoCopy(set.layoutDir, 'app-one', `${upstream.host}/rh/ubi8/ubi-minimal:8.9`),
     skopeoCopy(set.layoutDir, 'app-one', `${upstream.host}/acme/app:1`),
     skopeoCopy(set.layoutDir, 'app-one', `${mirror.host}/mirror/acme/app:1`),
+    skopeoCopy(set.layoutDir, 'multi', `${upstream.host}/acme/multi:1`),
+    skopeoCopy(set.layoutDir, 'multi', `${mirror.host}/mirror/acme/multi:1`),
     skopeoCopy(set.layoutDir, 'app-one', `${secure.host}/secure/app:1`),
     skopeoCopy(set.layoutDir, 'app-one', `${locked.host}/private/app:1`, ['--dest-creds', `${USER}:${PASS}`]),
   ]);
@@ -170,7 +172,7 @@ describe('create --registries-conf', () => {
     assert.equal(pU.requests.filter((q) => q.path.startsWith('/v2/evil')).length, 0);
   });
 
-  it('a by-digest-only mirror is not used for a tag pull (not even for its blobs), and is for a digest pull', async () => {
+  it('a by-digest-only mirror is not used for a tag pull (not even for the manifests and blobs an index names), and is for a digest pull', async () => {
     const conf = [
       '[[registry]]',
       `prefix = "${pU.host}/acme"`,
@@ -181,10 +183,14 @@ describe('create --registries-conf', () => {
     ].join('\n');
     pU.reset();
     pM.reset();
-    const byTag = await create(conf, [`${pU.host}/acme/app:1`]);
+    const byTag = await create(conf, [`${pU.host}/acme/app:1`, `${pU.host}/acme/multi:1`]);
     assert.equal(byTag.r.code, 0, byTag.r.stderr);
     assert.equal(pM.requests.length, 0, 'the by-digest-only mirror saw no request');
     assert.equal(blobGets(pU, 'acme/app'), APP_BLOBS);
+    assert.equal(new Set(pU.requests.filter((q) => q.method === 'GET' && /^\/v2\/acme\/multi\/manifests\/sha256:/.test(q.path)).map((q) => q.path)).size, 1 + (JSON.parse(await readFile(join(set.layoutDir, 'blobs', 'sha256', set.images.multi!.digest.slice(7)), 'utf8')) as { manifests: unknown[] }).manifests.length, 'the index and every platform manifest came from the primary');
+    // app's config and two layers, and each platform's config and two layers, one of them app's base layer: 8 blobs.
+    const digests = new Set(pU.requests.filter((q) => q.method === 'GET' && q.status === 200 && /^\/v2\/acme\/(app|multi)\/blobs\//.test(q.path)).map((q) => q.path.split('/').pop()));
+    assert.equal(digests.size, 8, 'every blob of both images, the platforms of the index included, came from the primary');
 
     pU.reset();
     pM.reset();

@@ -4,8 +4,10 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseRegistriesConf, pullPlan, prefixMatch, registriesConfPath, matchesRegistry, SYSTEM_REGISTRIES_CONF, type Endpoint } from '../src/registry/registries-conf.js';
+import { loadRegistriesConfig, parseRegistriesConf, pullPlan, prefixMatch, registriesConfPath, matchesRegistry, SYSTEM_REGISTRIES_CONF, type Endpoint } from '../src/registry/registries-conf.js';
 import { UsageError } from '../src/util/errors.js';
 
 const FILE = '/etc/test/registries.conf';
@@ -159,5 +161,27 @@ describe('registries.conf: which file', () => {
     have.add('/x/mine.conf');
     assert.equal(registriesConfPath('/x/mine.conf', env, exists), '/x/mine.conf');
     assert.throws(() => registriesConfPath('/x/missing.conf', env, exists), /--registries-conf \/x\/missing\.conf: no such file/);
+  });
+});
+
+describe('registries.conf: drop-in files', () => {
+  it('reads ~/.config/containers/registries.conf.d/*.conf after the user file, in name order; a later entry replaces one with the same prefix', async () => {
+    const home = await mkdtemp(join(tmpdir(), 'bundle-regconf-'));
+    try {
+      const cdir = join(home, '.config', 'containers');
+      await mkdir(join(cdir, 'registries.conf.d'), { recursive: true });
+      await writeFile(join(cdir, 'registries.conf'), '[[registry]]\nprefix = "quay.io/a"\nlocation = "main.corp/a"\n[[registry]]\nprefix = "quay.io/b"\nlocation = "main.corp/b"\n');
+      await writeFile(join(cdir, 'registries.conf.d', '10-a.conf'), '[[registry]]\nprefix = "quay.io/a"\nlocation = "first.corp/a"\n');
+      await writeFile(join(cdir, 'registries.conf.d', '20-a.conf'), '[[registry]]\nprefix = "quay.io/a"\nlocation = "second.corp/a"\n[[registry]]\nprefix = "quay.io/c"\nblocked = true\n');
+      await writeFile(join(cdir, 'registries.conf.d', 'notes.txt'), 'not toml [[');
+      const conf = (await loadRegistriesConfig(undefined, { HOME: home }))!;
+      assert.deepEqual(where(pullPlan(conf, 'quay.io', 'a/x', false).endpoints), ['second.corp/a/x']);
+      assert.deepEqual(where(pullPlan(conf, 'quay.io', 'b/x', false).endpoints), ['main.corp/b/x']);
+      assert.equal(pullPlan(conf, 'quay.io', 'c/x', false).blocked?.file, join(cdir, 'registries.conf.d', '20-a.conf'), 'a blocked entry names the file that blocked it');
+      await writeFile(join(cdir, 'registries.conf.d', '30-bad.conf'), '[[registry]]\nlocation = 5\n');
+      await assert.rejects(loadRegistriesConfig(undefined, { HOME: home }), (err: Error) => err.message.startsWith(`${join(cdir, 'registries.conf.d', '30-bad.conf')}: registry[0].location must be a string`));
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
   });
 });

@@ -10,7 +10,7 @@ import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { pullStoreFactory } from '../store/mirrored-store.js';
-import { loadRegistriesConf, registriesConfPath } from '../registry/registries-conf.js';
+import { loadRegistriesConfig } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
@@ -81,9 +81,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
   // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
-  const confPath = registriesConfPath(opts.registriesConf);
-  const registriesConf = confPath ? await loadRegistriesConf(confPath) : undefined;
-  if (registriesConf?.registries.length) progress.info(`registries configuration: ${confPath}`);
+  const registriesConf = await loadRegistriesConfig(opts.registriesConf);
+  if (registriesConf?.registries.length) progress.info(`registries configuration: ${registriesConf.file}`);
   const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
   const created = sourceDateEpoch() ?? new Date();
@@ -148,16 +147,19 @@ async function createFromSources(
   let planned: { kind: string; plan: SourcePlan }[];
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
+  const warnings: string[] = [];
   try {
     planned = await planSources(config, ctx);
     sources = mergeImages(planned);
     for (const { plan } of planned) failed.push(...plan.failures);
+    for (const { plan } of planned) warnings.push(...(plan.warnings ?? []));
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
   const skipped = planned.flatMap(({ plan }) => plan.skipped);
   progress.finishPhase(failed.length === 0);
+  for (const w of warnings) progress.warn(w);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
   for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
@@ -260,6 +262,7 @@ async function createFromSources(
       base: result.manifest.base ? { name: result.manifest.base.name, digest: result.manifest.base.digest, blobsLeftOut: result.manifest.base.blobs.length } : null,
       executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
+      warnings,
       failed,
       skipped,
     };

@@ -4,11 +4,14 @@
  * Parsing and endpoint computation only (pure; no network).
  *
  * API:
+ *   loadRegistriesConfig(explicit?: string, env?): Promise<RegistriesConf | undefined>
+ *     What podman reads: the file (registriesConfPath) and the drop-in folders
+ *     (registriesConfDropInDirs), merged; undefined when there is none.
  *   registriesConfPath(explicit?: string, env?, exists?): string | undefined
  *     --registries-conf FILE, else $HOME/.config/containers/registries.conf,
  *     else /etc/containers/registries.conf, each only when present (an
  *     explicit FILE must exist: UsageError).
- *   loadRegistriesConf(file: string): Promise<RegistriesConf>
+ *   loadRegistriesConf(file: string): Promise<RegistriesConf>   (one file)
  *   parseRegistriesConf(text: string, file: string): RegistriesConf
  *     Any problem is one UsageError line naming the file (and the TOML line).
  *   pullPlan(conf, registry, repository, byDigest): PullPlan
@@ -33,12 +36,15 @@
  *   as their v2 equivalents. Keys this tool has no use for
  *   (`unqualified-search-registries`, `short-name-mode`, `[aliases]`,
  *   `credential-helpers`) are accepted and ignored.
- * Differences: drop-in folders (`registries.conf.d`) are not read; a prefix
- * `example.com` does not match `example.com:5000/...` (containers/image
- * matches it, and documents that as a bug not to rely on).
+ * - Drop-ins: `*.conf` in /etc/containers/registries.conf.d, then in
+ *   ~/.config/containers/registries.conf.d (only the latter when the user's
+ *   own registries.conf is the file read), in name order; an entry of a
+ *   later file replaces an earlier entry with the same prefix.
+ * Difference: a prefix `example.com` does not match `example.com:5000/...`
+ * (containers/image matches it, and documents that as a bug not to rely on).
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
@@ -54,6 +60,8 @@ export interface MirrorEntry {
 }
 
 export interface RegistryEntry {
+  /** The file that gave this entry (for messages). */
+  file: string;
   prefix: string;
   /** Empty only for a wildcard prefix: the image's own host. */
   location: string;
@@ -64,6 +72,7 @@ export interface RegistryEntry {
 }
 
 export interface RegistriesConf {
+  /** The files read, in order, for messages. */
   file: string;
   registries: RegistryEntry[];
 }
@@ -82,6 +91,40 @@ export type PullPlan = { blocked: RegistryEntry; endpoints?: undefined } | { blo
 
 export const USER_REGISTRIES_CONF = join('.config', 'containers', 'registries.conf');
 export const SYSTEM_REGISTRIES_CONF = '/etc/containers/registries.conf';
+export const USER_REGISTRIES_CONF_D = join('.config', 'containers', 'registries.conf.d');
+export const SYSTEM_REGISTRIES_CONF_D = '/etc/containers/registries.conf.d';
+
+function homeOf(env: NodeJS.ProcessEnv): string {
+  return env['HOME'] || homedir();
+}
+
+/** The drop-in folders read after `file` (as containers/image chooses them). */
+export function registriesConfDropInDirs(file: string | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
+  const userFile = join(homeOf(env), USER_REGISTRIES_CONF);
+  const userDir = join(homeOf(env), USER_REGISTRIES_CONF_D);
+  return file === userFile ? [userDir] : [SYSTEM_REGISTRIES_CONF_D, userDir];
+}
+
+/** The registries configuration podman would use for pulls: the file, then its drop-ins, merged. */
+export async function loadRegistriesConfig(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<RegistriesConf | undefined> {
+  const file = registriesConfPath(explicit, env);
+  const parts: RegistriesConf[] = file ? [await loadRegistriesConf(file)] : [];
+  for (const dir of registriesConfDropInDirs(file, env)) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.endsWith('.conf')).sort()) {
+      const f = join(dir, name);
+      if ((await stat(f).catch(() => undefined))?.isFile()) parts.push(await loadRegistriesConf(f));
+    }
+  }
+  return parts.length ? mergeRegistriesConf(parts) : undefined;
+}
+
+/** Later files' entries replace earlier ones with the same prefix; the rest are kept, in order. */
+export function mergeRegistriesConf(parts: RegistriesConf[]): RegistriesConf {
+  const byPrefix = new Map<string, RegistryEntry>();
+  for (const p of parts) for (const r of p.registries) byPrefix.set(r.prefix, r);
+  return { file: parts.map((p) => p.file).join(', '), registries: [...byPrefix.values()] };
+}
 
 /** The file podman and skopeo would read, or undefined when there is none. */
 export function registriesConfPath(
@@ -93,8 +136,7 @@ export function registriesConfPath(
     if (!exists(explicit)) throw new UsageError(`--registries-conf ${explicit}: no such file`);
     return explicit;
   }
-  const home = env['HOME'] || homedir();
-  const user = join(home, USER_REGISTRIES_CONF);
+  const user = join(homeOf(env), USER_REGISTRIES_CONF);
   if (exists(user)) return user;
   return exists(SYSTEM_REGISTRIES_CONF) ? SYSTEM_REGISTRIES_CONF : undefined;
 }
@@ -163,7 +205,7 @@ export function parseRegistriesConf(text: string, file: string): RegistriesConf 
     const entry = (loc: string): RegistryEntry => {
       let e = byLocation.get(loc);
       if (!e) {
-        e = { prefix: loc, location: loc, insecure: false, blocked: false, mirrorByDigestOnly: false, mirrors: [] };
+        e = { file, prefix: loc, location: loc, insecure: false, blocked: false, mirrorByDigestOnly: false, mirrors: [] };
         byLocation.set(loc, e);
         registries.push(e);
       }
@@ -210,7 +252,7 @@ export function parseRegistriesConf(text: string, file: string): RegistriesConf 
       if (pfm && mirrorByDigestOnly) fail(`${mw}: pull-from-mirror cannot be combined with the registry's mirror-by-digest-only`);
       return { location: mloc, insecure: bool(m as Table, 'insecure', mw), pullFromMirror: (pfm ?? 'all') as PullFromMirror };
     });
-    registries.push({ prefix, location, insecure: bool(t, 'insecure', where), blocked: bool(t, 'blocked', where), mirrorByDigestOnly, mirrors });
+    registries.push({ file, prefix, location, insecure: bool(t, 'insecure', where), blocked: bool(t, 'blocked', where), mirrorByDigestOnly, mirrors });
   });
   // The same location given twice must agree on insecure and blocked (containers/image refuses otherwise).
   const seen = new Map<string, RegistryEntry>();

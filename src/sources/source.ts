@@ -63,6 +63,8 @@ export interface SourcePlan {
   failures: ResolveFailure[];
   /** Images left out under --skip-missing. */
   skipped: SkippedImage[];
+  /** Remarks that do not stop the run (one line each). */
+  warnings?: string[];
   /** After the copy: the kind's record for the signed manifest, `manifest.sources[kind]`. */
   record?(copied: ReadonlyMap<string, BundleImage>): unknown;
 }

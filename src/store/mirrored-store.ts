@@ -81,17 +81,17 @@ export class MirroredStore implements ContentStore {
   }
 
   /** The locations to try for a request, the one that served the parent first. */
-  private candidates(repo: string, reference: string, origin: Origin): Endpoint[] {
+  private candidates(repo: string, reference: string, origin: Origin): { endpoints: Endpoint[]; file: string } {
     const plan = pullPlan(this.conf, this.registry, repo, origin.byDigest);
     if (plan.blocked) {
-      throw new BundleError(`${this.original(repo, reference)} is blocked by ${this.conf.file} ([[registry]] prefix "${plan.blocked.prefix}", blocked = true)`);
+      throw new BundleError(`${this.original(repo, reference)} is blocked by ${plan.blocked.file} ([[registry]] prefix "${plan.blocked.prefix}", blocked = true)`);
     }
     const eps = [...plan.endpoints];
     if (origin.servedBy) {
       const at = eps.findIndex((e) => endpointKey(e) === origin.servedBy);
       if (at > 0) eps.unshift(...eps.splice(at, 1));
     }
-    return eps;
+    return { endpoints: eps, file: plan.entry?.file ?? this.conf.file };
   }
 
   private original(repo: string, reference: string): string {
@@ -112,7 +112,7 @@ export class MirroredStore implements ContentStore {
 
   /** Try each location in turn (those that could not be reached before only when nothing else is left); the first success wins. */
   private async attempt<T>(repo: string, reference: string, origin: Origin, op: (store: ContentStore, ep: Endpoint) => Promise<T>): Promise<{ value: T; ep: Endpoint }> {
-    const eps = this.candidates(repo, reference, origin);
+    const { endpoints: eps, file } = this.candidates(repo, reference, origin);
     const up = eps.filter((e) => !this.down.has(endpointKey(e)));
     const toTry = up.length > 0 ? up : eps;
     const failures: { ep: Endpoint; err: unknown }[] = eps.filter((e) => !toTry.includes(e)).map((ep) => ({ ep, err: new Error('unreachable') }));
@@ -136,9 +136,9 @@ export class MirroredStore implements ContentStore {
     // Absent everywhere reads as "not found", as a plain registry store says it (cosign look-ups rely on it).
     const notFound = failures.every((f) => isConnectionFailure(f.err) || (f.err instanceof Error && / not found$/.test(f.err.message)) || errorMessage(f.err) === 'unreachable');
     if (notFound && failures.some((f) => !isConnectionFailure(f.err) && errorMessage(f.err) !== 'unreachable')) {
-      throw new BundleError(`${orig} (per ${this.conf.file}; tried ${tried}) not found`);
+      throw new BundleError(`${orig} (per ${file}; tried ${tried}) not found`);
     }
-    throw new BundleError(`${orig} (per ${this.conf.file}) failed at every location: ${tried}`, last instanceof BundleError ? last.exitCode : 1);
+    throw new BundleError(`${orig} (per ${file}) failed at every location: ${tried}`, last instanceof BundleError ? last.exitCode : 1);
   }
 
   async resolve(repo: string, reference: string): Promise<Descriptor> {
@@ -162,7 +162,7 @@ export class MirroredStore implements ContentStore {
 
   async hasBlob(repo: string, desc: Descriptor): Promise<boolean> {
     const origin = this.originOf(repo, desc.digest);
-    for (const ep of this.candidates(repo, desc.digest, origin)) {
+    for (const ep of this.candidates(repo, desc.digest, origin).endpoints) {
       if (await this.endpointStore(ep.registry, ep.insecure).hasBlob(ep.repository, desc).catch(() => false)) return true;
     }
     return false;
