@@ -6,6 +6,9 @@ const EXIT_DOC = `
 Exit status: 0 success, 1 the work failed (verification failed, a registry refused),
 2 usage or input error (bad flags, bad config, not an .airgap file).`;
 
+const RETRIES_DOC =
+  'attempts per registry request, the first included (1: no retry); a download that breaks off resumes, and a failed upload starts over from its source, within the same count; backoff between attempts, Retry-After honoured';
+
 function outputOptions(cmd: Command): Command {
   return cmd
     .option('-q, --quiet', 'print nothing but warnings and errors')
@@ -52,8 +55,8 @@ ${EXIT_DOC}`,
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
       .option('--skip-missing', "record an image a source needs (a devfile stack's) that cannot be pulled as skipped, listed by create and push, instead of failing")
-      .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
-      .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--concurrency <n>', 'sources resolved and manifests fetched at once; blobs are still downloaded one at a time, in the order they are written into the bundle').argParser(parsePositiveInt).default(6))
+      .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
       .addOption(new Option('--src-tls-verify [bool]', 'verify source registries\' TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--src-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for source registries')
@@ -141,7 +144,7 @@ ${EXIT_DOC}`,
       .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
       .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
-      .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
       .addOption(new Option('--dest-tls-verify [bool]', 'verify the destination\'s TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the destination')
