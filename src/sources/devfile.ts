@@ -24,7 +24,7 @@ export const devfileKind: SourceKind<DevfileSection> = {
     const scratch = await ctx.tempDir();
     const store = artifactStore();
     ctx.progress.info('devfile registry: reading stacks');
-    const collected = await collectDevfile(section, { configDir: ctx.configDir, scratch, created: ctx.created, progress: ctx.progress, store, storeFor: (h) => ctx.storeFor(h) });
+    const collected = await collectDevfile(section, { configDir: ctx.configDir, scratch, created: ctx.created, progress: ctx.progress, store, concurrency: ctx.concurrency, storeFor: (h) => ctx.storeFor(h) });
 
     // Who needs each image, for messages and the skipped list.
     const neededBy = new Map<string, string[]>();
