@@ -88,6 +88,8 @@ describe('devfile images', () => {
   it('refuses a broken devfile, an unresolved image variable and a uri leaving the stack, naming the file', async () => {
     await assert.rejects(parseDevfile('schemaVersion: 2.2.0\ncomponents: [\n', '/nonexistent', 'stacks/a/devfile.yaml'), /stacks\/a\/devfile\.yaml: not valid YAML/);
     await assert.rejects(parseDevfile('schemaVersion: 1.0.0\n', '/nonexistent', 'stacks/a/devfile.yaml'), /stacks\/a\/devfile\.yaml: schemaVersion "1\.0\.0"/);
+    // devfile/registry carries a stack whose devfile says 3.0.0: same shapes, read it.
+    assert.equal((await parseDevfile('schemaVersion: 3.0.0\ncomponents:\n  - name: r\n    container: {image: node:18}\n', '/nonexistent', 'x')).images.length, 1);
     await assert.rejects(
       parseDevfile('schemaVersion: 2.2.0\ncomponents:\n  - name: r\n    container: {image: "x:{{NOPE}}"}\n', '/nonexistent', 'stacks/a/devfile.yaml'),
       /stacks\/a\/devfile\.yaml: components\[0\]\.container\.image: unresolved variable/,

@@ -518,6 +518,16 @@ describe('devfile registry: errors', () => {
     assert.match(p.stdout, /registry\.access\.redhat\.com\/ubi8\/missing:1 NOT CARRIED/);
   });
 
+  it('a starter project on a file:// URL is refused (a downloaded devfile cannot bundle this machine\'s repositories)', async () => {
+    const reg = join(work, 'file-registry');
+    await cp(registry, reg, { recursive: true });
+    const d = join(reg, 'stacks/nodejs/2.2.0/devfile.yaml');
+    await writeFile(d, (await readFile(d, 'utf8')).replace(gitd.url('starter'), `file://${join(work, 'git', 'starter.git')}`));
+    const { r } = await create(['stacks: [nodejs@2.2.0]'], [], reg);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /stack nodejs 2\.2\.0 \(stacks\/nodejs\/2\.2\.0\/devfile\.yaml\): starter project nodejs-starter: git clone failed: .*transport 'file' not allowed/);
+  });
+
   it('a downloaded zip with an entry outside the project is refused', async () => {
     const reg = join(work, 'evil-registry');
     await cp(registry, reg, { recursive: true });

@@ -12,7 +12,6 @@ import {
   SIGNATURE_MEMBER,
   type BundleImage,
   type BundleManifest,
-  type SkippedImage,
   type BundleMember,
 } from '../bundle/manifest.js';
 import type { Descriptor } from '../oci/types.js';
@@ -53,14 +52,10 @@ export interface ArchiveWriterOptions {
 
 export interface FinishOptions {
   tool: BundleManifest['tool'];
-  /** Optional manifest fields set by the caller (an update's `base`). */
-  fields?: Pick<BundleManifest, 'base'>;
+  /** Optional manifest fields set by the caller (an update's `base`, source kinds' `sources`, `skipped`). */
+  fields?: Pick<BundleManifest, 'base' | 'sources' | 'skipped'>;
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
-  /** Source kinds' records (`manifest.sources`), when any kind made one. */
-  sources?: Record<string, unknown>;
-  /** Images skipped under --skip-missing (`manifest.skipped`). */
-  skipped?: SkippedImage[];
 }
 
 export interface ArchiveProgress {
@@ -227,8 +222,6 @@ export class ArchiveWriter implements WritableContentStore {
         members: this.members.map((m) => ({ ...m })),
         images: this.images.map((i) => ({ ...i })),
         ...opts.fields,
-        ...(opts.sources && Object.keys(opts.sources).length ? { sources: opts.sources } : {}),
-        ...(opts.skipped?.length ? { skipped: opts.skipped } : {}),
       };
       const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
       const payload = manifestBytes.toString('base64');

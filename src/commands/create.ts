@@ -1,11 +1,10 @@
-import { constants } from 'node:fs';
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { access, mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
-import { LeaveOutStore, loadBase, type LoadedBase } from '../bundle/update.js';
+import { LeaveOutStore, loadBase } from '../bundle/update.js';
 import { loadConfig, type LoadedConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
@@ -16,10 +15,10 @@ import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
-import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import { sourceDateEpoch } from '../oci/image-builder.js';
 import { SOURCE_KINDS } from '../sources/index.js';
 import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
+import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import type { ContentStore } from '../store/store.js';
 import { digestHex, verified } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
@@ -45,12 +44,12 @@ export interface CreateOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   srcAuthfile?: string;
+  /** containers-registries.conf(5) file for pulls (default: the one podman reads, when present). */
+  registriesConf?: string;
   /** Carry the standalone executable: true for this one (or the one npm run package built), or a path. */
   includeTool?: boolean | string;
   /** Make an update bundle: leave out the blobs this bundle (or saved manifest) carried. */
   since?: string;
-  /** containers-registries.conf(5) file for pulls (default: the one podman reads, when present). */
-  registriesConf?: string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -104,7 +103,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     },
   };
   try {
-    return await createFromSources(config, ctx, opts, output, signer, started, base, toolFile);
+    return await createFromSources(config, ctx, opts, { output, signer, started, toolFile, base });
   } finally {
     await Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true })));
   }
@@ -140,13 +139,10 @@ async function createFromSources(
   config: LoadedConfig,
   ctx: CreateContext,
   opts: CreateOptions,
-  output: string,
-  signer: KeyObject | undefined,
-  started: number,
-  base: LoadedBase | undefined,
-  toolFile: string | undefined,
+  run: { output: string; signer: KeyObject | undefined; started: number; toolFile?: string; base?: Awaited<ReturnType<typeof loadBase>> },
 ): Promise<number> {
   const { progress } = ctx;
+  const { output, signer, started, toolFile, base } = run;
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
   let planned: { kind: string; plan: SourcePlan }[];
   let sources: SourceImage[];
@@ -232,6 +228,12 @@ async function createFromSources(
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));
     for (const img of images) writer.addImage(img);
+    const copied = new Map(images.map((i) => [i.refName, i]));
+    const records: Record<string, unknown> = {};
+    for (const { kind, plan } of planned) {
+      const record = plan.record?.(copied);
+      if (record !== undefined) records[kind] = record;
+    }
     let executable: ToolExecutable | undefined;
     if (toolFile) {
       progress.phase('adding the executable');
@@ -239,19 +241,15 @@ async function createFromSources(
       progress.finishPhase();
       progress.info(`  executable ${toolFile} sha256:${digestHex(executable.digest)}`);
     }
-    const copied = new Map(images.map((i) => [i.refName, i]));
-    const records: Record<string, unknown> = {};
-    for (const { kind, plan } of planned) {
-      const record = plan.record?.(copied);
-      if (record !== undefined) records[kind] = record;
-    }
     progress.phase('writing manifest');
     const result = await writer.finish({
       tool: { name: TOOL_NAME, version: TOOL_VERSION, ...(executable ? { executable } : {}) },
-      fields: base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : undefined,
+      fields: {
+        ...(base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : {}),
+        ...(Object.keys(records).length ? { sources: records } : {}),
+        ...(skipped.length ? { skipped } : {}),
+      },
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
-      sources: records,
-      skipped,
     });
     progress.finishPhase();
     const stats = sumStats([...engines.values()].map((e) => e.stats));

@@ -152,7 +152,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     const selfDelivered = new Set(parts.flatMap((p) => [...(p.delivers?.(manifest.sources![p.kind]) ?? [])]));
     const plan = fullPlan.filter((p) => !selfDelivered.has(p.image.refName));
     const skipped = manifest.skipped ?? [];
-    checkClashes(fullPlan, target);
+    checkClashes(plan, target);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
@@ -160,7 +160,10 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       else {
         process.stdout.write(`would push ${plan.length} images (${humanBytes(totalBytes)} at most) to ${opts.to}:\n`);
         if (manifest.base) process.stdout.write(`this is an update of ${manifest.base.name} (manifest ${manifest.base.digest}): ${opts.to} must hold the ${manifest.base.blobs.length} blobs it leaves out\n`);
-        for (const p of fullPlan) process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')} (${p.image.digest})\n`);
+        for (const p of fullPlan) {
+          const own = selfDelivered.has(p.image.refName) ? ' (its source kind delivers it, rewritten: new digest)' : ` (${p.image.digest})`;
+          process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')}${own}\n`);
+        }
         for (const sk of skipped) process.stdout.write(`SKIPPED at create ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
       }
       return 0;

@@ -5,6 +5,7 @@
  */
 import { mkdir, mkdtemp, readFile, stat } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
+import { mapLimit } from '../copy/limit.js';
 import { UsageError } from '../util/errors.js';
 import type { Progress } from '../util/progress.js';
 import { addArtifact, ARCHIVE_NAME, TITLE, DEVFILE_NAME, isOwnLayer, listStackFiles, writeArchiveTar, type ArtifactFile, type BuiltArtifact } from './artifact.js';
@@ -78,6 +79,8 @@ export interface CollectContext {
   created: Date;
   progress: Progress;
   store: OverlayStore;
+  /** Stack versions read (cloned, zipped) at once. */
+  concurrency: number;
   /** Registry stores (registries.conf applied): a URL registry's OCI side. */
   storeFor(host: string): ContentStore;
 }
@@ -206,34 +209,37 @@ export async function collectDevfile(section: DevfileSection, ctx: CollectContex
       'url' in reg
         ? await readRegistryUrl(reg.url, await mkdtemp(join(ctx.scratch, 'registry-')), ctx.storeFor, (name) => !wanted || wanted.byName.has(name))
         : await readRegistryFolder(resolvePath(ctx.configDir, reg.path));
+    // Stack versions (and samples) are read, cloned and zipped in parallel; kept in registry order.
+    const jobs: { stack: StackSource; sv: StackVersionSource }[] = [];
     for (const stack of folder.stacks) {
       if (wanted && !wanted.byName.has(stack.name)) continue;
-      let any = false;
       for (const sv of stack.versions) {
         if (sv.version && !versionWanted(wanted, stack.name, sv.version)) {
           wanted?.available.set(stack.name, [...(wanted.available.get(stack.name) ?? []), sv.version]);
           continue;
         }
-        const v = await collectStackVersion(ctx, label, stack, sv, section.starterProjects !== false, wanted);
-        if (!v) continue;
-        const key = `${v.record.name}@${v.record.version}`;
-        const prior = seen.get(key);
-        if (prior) {
-          ctx.progress.warn(`devfile stack ${key} is in ${prior} and ${label}; keeping the one from ${prior}`);
-          continue;
-        }
-        seen.set(key, label);
-        versions.push(v);
-        any = true;
+        jobs.push({ stack, sv });
       }
-      if (any && stack.stackYaml) stackYamls.push({ name: stack.name, text: stack.stackYaml, meta: stack.meta });
     }
-    if (section.samples) {
-      for (const s of folder.samples) {
-        const v = await collectSample(ctx, label, s);
-        samplesMeta.set(s.name, s.entry);
-        versions.push(v);
+    const collected = await mapLimit(jobs, ctx.concurrency, ({ stack, sv }) => collectStackVersion(ctx, label, stack, sv, section.starterProjects !== false, wanted));
+    const withVersions = new Set<string>();
+    collected.forEach((v, i) => {
+      if (!v) return;
+      const key = `${v.record.name}@${v.record.version}`;
+      const prior = seen.get(key);
+      if (prior) {
+        ctx.progress.warn(`devfile stack ${key} is in ${prior} and ${label}; keeping the one from ${prior}`);
+        return;
       }
+      seen.set(key, label);
+      versions.push(v);
+      const stack = jobs[i]!.stack;
+      if (stack.stackYaml && !withVersions.has(stack.name)) stackYamls.push({ name: stack.name, text: stack.stackYaml, meta: stack.meta });
+      withVersions.add(stack.name);
+    });
+    if (section.samples) {
+      versions.push(...(await mapLimit(folder.samples, ctx.concurrency, (s) => collectSample(ctx, label, s))));
+      for (const s of folder.samples) samplesMeta.set(s.name, s.entry);
     }
   }
   if (wanted) {

@@ -130,8 +130,10 @@ export async function parseDevfile(text: string, dir: string, shown: string): Pr
   const doc = asRecord(parseYamlDoc(text, shown).toJS());
   if (!doc) throw new DevfileError(shown, 'is not a YAML mapping (a devfile has schemaVersion, metadata, components, ...)');
   const schemaVersion = doc.schemaVersion;
-  if (typeof schemaVersion !== 'string' || !/^2\.\d+\.\d+/.test(schemaVersion)) {
-    throw new DevfileError(shown, `schemaVersion ${JSON.stringify(schemaVersion)}: expected a devfile 2.x schema version such as 2.2.0`);
+  // 2.x today; later majors keep the same component shapes (devfile/registry has a 3.0.0 stack).
+  const major = typeof schemaVersion === 'string' ? /^(\d+)\.\d+\.\d+/.exec(schemaVersion)?.[1] : undefined;
+  if (!major || Number(major) < 2) {
+    throw new DevfileError(shown, `schemaVersion ${JSON.stringify(schemaVersion)}: expected a devfile schema version 2.0.0 or later, such as 2.2.0`);
   }
   const vars: Record<string, string> = {};
   for (const [k, v] of Object.entries(asRecord(doc.variables) ?? {})) vars[k] = String(v);
@@ -222,7 +224,7 @@ export async function parseDevfile(text: string, dir: string, shown: string): Pr
     img.source = normaliseImage(img.written, img.file === 'devfile.yaml' ? shown : `${img.file} (of ${shown})`, `${img.where} (component ${img.component})`);
   }
   const starterProjects = parseStarterProjects(doc.starterProjects, shown);
-  return { doc, metadata: asRecord(doc.metadata) ?? {}, schemaVersion, images: kept, starterProjects, imageFiles: [...imageFiles].sort(), notes };
+  return { doc, metadata: asRecord(doc.metadata) ?? {}, schemaVersion: schemaVersion as string, images: kept, starterProjects, imageFiles: [...imageFiles].sort(), notes };
 }
 
 /** A file of the stack folder; undefined when the folder does not have it. */

@@ -22,8 +22,11 @@ export function offlineZipName(name: string): string {
   return `${name}-offline.zip`;
 }
 
-/** Git transports a devfile may name; `ext::` and friends could run commands. */
-const GIT_PROTOCOLS = 'http:https:git:ssh:file';
+/**
+ * Git transports a devfile may name: `ext::` could run commands, and `file://` would
+ * let a downloaded devfile put a local repository of this machine into the bundle.
+ */
+const GIT_PROTOCOLS = 'http:https:git:ssh';
 
 async function git(args: string[], cwd: string | undefined, what: string): Promise<void> {
   try {

@@ -24,8 +24,7 @@ export const devfileKind: SourceKind<DevfileSection> = {
     const scratch = await ctx.tempDir();
     const store = artifactStore();
     ctx.progress.info('devfile registry: reading stacks');
-    const collected = await collectDevfile(section, { configDir: ctx.configDir, scratch, created: ctx.created, progress: ctx.progress, store, storeFor: (h) => ctx.storeFor(h) });
-    for (const n of collected.notes) ctx.progress.warn(n);
+    const collected = await collectDevfile(section, { configDir: ctx.configDir, scratch, created: ctx.created, progress: ctx.progress, store, concurrency: ctx.concurrency, storeFor: (h) => ctx.storeFor(h) });
 
     // Who needs each image, for messages and the skipped list.
     const neededBy = new Map<string, string[]>();
@@ -44,6 +43,7 @@ export const devfileKind: SourceKind<DevfileSection> = {
     const images: SourceImage[] = [];
     const failures: ResolveFailure[] = [];
     const skipped: SkippedImage[] = [];
+    const warnings: string[] = [...collected.notes];
     await mapLimit([...neededBy.keys()], ctx.concurrency, async (source) => {
       const r = await resolveImages([{ ref: source }], [], (reg) => ctx.storeFor(reg), 1, true, ctx.signatures);
       const who = neededBy.get(source)!;
@@ -55,6 +55,7 @@ export const devfileKind: SourceKind<DevfileSection> = {
       }
       for (const img of r.images) images.push(img.source === source ? { ...img, origin: 'devfile' } : img);
       failures.push(...r.failures); // cosign companions that failed
+      warnings.push(...r.warnings);
     });
     if (failures.length > 0 && !ctx.keepGoing) {
       const lines = failures.map((f) => `${f.source}: ${f.error}`);
@@ -86,6 +87,7 @@ export const devfileKind: SourceKind<DevfileSection> = {
       images,
       failures,
       skipped,
+      warnings,
       record(copied: ReadonlyMap<string, BundleImage>): DevfileRecord {
         return {
           index: INDEX_ARTIFACT,

@@ -63,7 +63,7 @@ export interface SourcePlan {
   failures: ResolveFailure[];
   /** Images left out under --skip-missing. */
   skipped: SkippedImage[];
-  /** Things worth a warning that are not failures (e.g. cosign companions a platform filter cannot carry). */
+  /** Remarks that do not stop the run (one line each). */
   warnings?: string[];
   /** After the copy: the kind's record for the signed manifest, `manifest.sources[kind]`. */
   record?(copied: ReadonlyMap<string, BundleImage>): unknown;
