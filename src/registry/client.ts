@@ -89,9 +89,10 @@ export class RegistryClient {
     this.chunkSize = opts.chunkSize;
     const material = loadTlsMaterial(this.host, opts);
     this.transport = new HttpTransport(
-      // Sockets are not capped by opts.concurrency: open blob streams waiting on
-      // each other could otherwise starve the requests that would free them.
-      createAgent(material),
+      // Connections per registry are capped only when asked (create's
+      // --max-connections-per-registry), by callers that never hold a response
+      // open while waiting for another request.
+      createAgent(material, opts.maxConnections),
       {
         ...DEFAULT_RETRY,
         attempts: opts.retries ?? DEFAULT_RETRY.attempts,
@@ -306,6 +307,28 @@ export class RegistryClient {
     if (res.status === 404) await this.fail('GET', res, `blob ${digest} not found in ${this.registry}/${repo}`);
     if (res.status !== 200) await this.fail('GET', res);
     return res.body;
+  }
+
+  /**
+   * Bytes [start, end) of a blob (a `Range` request). `whole` is true when the
+   * registry ignored the range and sent the whole blob (200 instead of 206).
+   */
+  async getBlobRange(repo: string, digest: string, start: number, end: number): Promise<{ body: Readable; whole: boolean }> {
+    const res = await this.send('GET', this.repoPath(repo, `blobs/${digest}`), {
+      scopes: [repositoryScope(repo, 'pull')],
+      repo,
+      headers: { range: `bytes=${start}-${end - 1}` },
+      follow: true,
+    });
+    if (res.status === 404) await this.fail('GET', res, `blob ${digest} not found in ${this.registry}/${repo}`);
+    if (res.status === 200) return { body: res.body, whole: true };
+    if (res.status !== 206) await this.fail('GET', res);
+    const m = /^bytes (\d+)-(\d+)\//.exec(header(res, 'content-range') ?? '');
+    if (!m || Number(m[1]) !== start || Number(m[2]) !== end - 1) {
+      res.body.destroy();
+      throw new BundleError(`${describeRequest('GET', res.url)}: asked for bytes ${start}-${end - 1}, the registry sent ${header(res, 'content-range') ?? 'no Content-Range'}`);
+    }
+    return { body: res.body, whole: false };
   }
 
   private pushScopes(repo: string, fromRepo?: string): string[] {
