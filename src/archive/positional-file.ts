@@ -27,7 +27,8 @@ export class FileOutput implements PositionalOutput {
   ) {}
 
   static async create(path: string): Promise<FileOutput> {
-    return new FileOutput(path, await open(path, 'w', 0o644));
+    // Read and write: frames written ahead of their turn are read back to be hashed.
+    return new FileOutput(path, await open(path, 'w+', 0o644));
   }
 
   async write(buffers: readonly Buffer[], position: number): Promise<void> {

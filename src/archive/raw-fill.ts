@@ -18,8 +18,12 @@ import type { PositionalOutput } from './positional-file.js';
 import { padding } from './tar.js';
 import { encodeRawFrame, rawFrameContent, rawFrameSize } from './zstd-frames.js';
 
-/** Frames per range request: 8 frames of 1 MiB, so a 100 MB layer is fetched over about 12 requests. */
-export const PART_FRAMES = 8;
+/**
+ * Frames per range request: 4 frames of 1 MiB, so a 100 MB layer is fetched
+ * over about 24 requests, and the last few parts in flight at the end of a
+ * download (when fewer than the link's worth of connections are busy) are short.
+ */
+export const PART_FRAMES = 4;
 /** Attempts per part (first included) when its stream breaks off. */
 const PART_ATTEMPTS = 4;
 
@@ -39,6 +43,8 @@ export interface BlobSources {
   onBytes?: (n: number) => void;
   /** Frames per range request (default PART_FRAMES). */
   partFrames?: number;
+  /** The source has answered range requests already: every part may start at once. */
+  rangesServed?: boolean;
 }
 
 /** Thrown when a source sent more bytes than asked for: never retried. */
@@ -92,11 +98,13 @@ class OrderedHasher {
   private next = 0;
   private readonly ready = new Set<number>();
   private draining: Promise<void> | undefined;
+  private failure: unknown;
 
   constructor(private readonly readBack: (i: number) => Promise<Buffer[]>) {}
 
   /** Frame i is written; `pieces` is its content, still in memory. */
   done(i: number, pieces: readonly Buffer[]): Promise<void> | undefined {
+    if (i < this.next) return undefined; // a frame written again after a retry: hashed already
     if (!this.draining && i === this.next) {
       for (const p of pieces) this.hash.update(p);
       this.next++;
@@ -110,18 +118,22 @@ class OrderedHasher {
   private async drain(): Promise<void> {
     try {
       while (this.ready.has(this.next)) {
-        const i = this.next;
-        this.ready.delete(i);
-        for (const p of await this.readBack(i)) this.hash.update(p);
+        const pieces = await this.readBack(this.next);
+        for (const p of pieces) this.hash.update(p);
+        this.ready.delete(this.next);
         this.next++;
       }
+    } catch (err) {
+      this.failure ??= err; // the blob fails as a whole: its bytes could not be proven
+      throw err;
     } finally {
       this.draining = undefined;
     }
   }
 
   async digest(frames: number): Promise<string> {
-    while (this.draining) await this.draining;
+    while (this.draining) await this.draining.catch(() => undefined);
+    if (this.failure) throw this.failure;
     if (this.next !== frames) throw new Error(`internal: ${this.next} of ${frames} frames hashed`);
     return `sha256:${this.hash.digest('hex')}`;
   }
@@ -244,8 +256,20 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
     }
   };
 
-  // The first part goes alone: its answer says whether the source serves ranges at all.
   const firstEnd = Math.min(partFrames, geo.frames);
+  const settleParts = async (parts: Promise<void>[]): Promise<void> => {
+    const settled = await Promise.allSettled(parts);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    await finishHash();
+  };
+  const rest = (): Promise<void>[] => {
+    const parts: Promise<void>[] = [];
+    for (let f = firstEnd; f < geo.frames; f += partFrames) parts.push(runPart(f, Math.min(geo.frames, f + partFrames)));
+    return parts;
+  };
+  if (src.rangesServed) return settleParts([runPart(0, firstEnd), ...rest()]);
+  // Otherwise the first part goes alone: its answer says whether the source serves ranges at all.
   const release = await acquire();
   let first: RangeResult;
   try {
@@ -255,12 +279,7 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
     throw err;
   }
   if (first.whole) return whole(first.stream, release, true);
-  const parts: Promise<void>[] = [runPart(0, firstEnd, { stream: first.stream, release })];
-  for (let f = firstEnd; f < geo.frames; f += partFrames) parts.push(runPart(f, Math.min(geo.frames, f + partFrames)));
-  const settled = await Promise.allSettled(parts);
-  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failed) throw failed.reason;
-  await finishHash();
+  return settleParts([runPart(0, firstEnd, { stream: first.stream, release }), ...rest()]);
 }
 
 /** The answer to a part ended early (a dropped connection, a truncating proxy). */

@@ -302,6 +302,7 @@ export class ArchiveWriter implements WritableContentStore {
         openRange: opts.openRange,
         slots: opts.slots,
         onBytes: opts.onBytes,
+        rangesServed: opts.rangesServed,
       }).then(
         () => {
           region.state = 'done';

@@ -146,14 +146,15 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     progress.finishPhase(failed.length === 0);
     // 2. The layout, fixed by digest order whatever order the bytes arrive in.
     const entries: LayoutEntry[] = [];
-    let totalBytes = 0;
+    const blobSizes = new Map<string, number>();
     for (const { plan } of planned) {
       for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
       for (const b of plan.blobs) {
         entries.push({ desc: b, bytes: plan.inline.get(b.digest) });
-        totalBytes += b.size;
+        blobSizes.set(b.digest, b.size);
       }
     }
+    const totalBytes = [...blobSizes.values()].reduce((n, x) => n + x, 0);
     await writer.layout(entries);
     entries.length = 0;
     for (const { plan } of planned) plan.inline.clear();

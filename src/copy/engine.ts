@@ -1,7 +1,7 @@
 import { MediaType } from '../oci/media-types.js';
 import { parseManifest, platformMatches } from '../oci/manifest.js';
 import { platformString, type Descriptor } from '../oci/types.js';
-import type { ByteRange, ContentStore, PutResult, WritableContentStore } from '../store/store.js';
+import type { ByteRange, ContentStore, PutResult, RangeResult, WritableContentStore } from '../store/store.js';
 import { sha256Digest, verified, verifyBuffer } from '../util/digest.js';
 import { BundleError, DigestMismatchError, errorMessage } from '../util/errors.js';
 import type { Progress } from '../util/progress.js';
@@ -265,6 +265,15 @@ export class CopyEngine {
     return p;
   }
 
+  /** Whether the source has answered a range request with a part (206). */
+  private rangesServed = false;
+
+  private async openRange(repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult> {
+    const r = await this.src.openBlobRange!(repo, desc, range);
+    if (!r.whole) this.rangesServed = true;
+    return r;
+  }
+
   private async transferBlob(srcRepo: string, dstRepo: string, desc: Descriptor, label: string): Promise<PutResult> {
     const holders = this.holders.get(desc.digest) ?? new Set<string>();
     this.holders.set(desc.digest, holders);
@@ -288,7 +297,7 @@ export class CopyEngine {
               sent += n;
               this.opts.progress?.bytes(n);
             },
-            ...(this.src.openBlobRange ? { openRange: (range: ByteRange) => this.src.openBlobRange!(srcRepo, desc, range) } : {}),
+            ...(this.src.openBlobRange ? { openRange: (range: ByteRange) => this.openRange(srcRepo, desc, range), rangesServed: this.rangesServed } : {}),
           },
         );
         holders.add(dstRepo);

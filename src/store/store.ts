@@ -60,6 +60,8 @@ export interface PutBlobOptions {
   slots?: Limiter;
   /** Bytes received, for progress (stores that use `openRange`). */
   onBytes?: (n: number) => void;
+  /** The source has served ranges before (a part answered 206): no need to try one alone first. */
+  rangesServed?: boolean;
 }
 
 export interface WritableContentStore extends ContentStore {

@@ -15,14 +15,19 @@ export interface RequestInfo {
   path: string;
   /** Path with query. */
   url: string;
+  /** The Range header, when the request had one. */
+  range?: string;
 }
 
 export interface Fault {
   match: (r: RequestInfo) => boolean;
   /** How many matching requests fail (then the fault is spent). */
   times: number;
-  /** `corrupt` forwards the request and flips one byte of the answer's body. */
-  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'delay';
+  /**
+   * `corrupt` forwards the request and flips one byte of the answer's body;
+   * `truncate` forwards it and cuts the connection half-way through the body.
+   */
+  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'delay' | 'truncate';
   /** For `delay`: how long to hold the request before forwarding it. */
   delayMs?: number;
   /** Retry-After value sent with 429/503. */
@@ -47,6 +52,8 @@ export interface ProxyOptions {
    * like registries backed by object storage do.
    */
   redirectBlobsTo?: string;
+  /** Drop the Range header of every request, like a registry that does not serve ranges. */
+  stripRange?: boolean;
 }
 
 export interface RecordedRequest extends RequestInfo {
@@ -96,17 +103,43 @@ function flipOneByte(): Transform {
   });
 }
 
-function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, corrupt = false): void {
+function cutHalfWay(total: number, onCut: () => void): Transform {
+  let seen = 0;
+  const half = Math.max(1, Math.floor(total / 2));
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (seen >= half) return cb();
+      const take = Math.min(chunk.length, half - seen);
+      seen += take;
+      cb(null, chunk.subarray(0, take));
+      if (seen >= half) setImmediate(onCut);
+    },
+  });
+}
+
+function forward(
+  target: string,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  record: RecordedRequest,
+  opts: { corrupt?: boolean; truncate?: boolean; stripRange?: boolean } = {},
+): void {
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
+  if (opts.stripRange) delete headers['range'];
   const up = http.request(
     { hostname, port: Number(port), method: req.method, path: req.url, headers, agent: false },
     (upRes) => {
       record.status = upRes.statusCode ?? 0;
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      if (corrupt) upRes.pipe(flipOneByte()).pipe(res);
-      else upRes.pipe(res);
+      if (opts.corrupt) upRes.pipe(flipOneByte()).pipe(res);
+      else if (opts.truncate) {
+        upRes.pipe(cutHalfWay(Number(upRes.headers['content-length'] ?? 2), () => {
+          upRes.destroy();
+          res.socket?.destroy();
+        })).pipe(res);
+      } else upRes.pipe(res);
     },
   );
   up.on('error', () => {
@@ -148,7 +181,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
 
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://proxy');
-    const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/' };
+    const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', ...(req.headers.range ? { range: req.headers.range } : {}) };
     const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined };
     requests.push(record);
 
@@ -160,12 +193,12 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         req.socket.destroy();
         return;
       }
-      if (fault.kind === 'corrupt') {
-        forward(target, req, res, record, true);
+      if (fault.kind === 'corrupt' || fault.kind === 'truncate') {
+        forward(target, req, res, record, { corrupt: fault.kind === 'corrupt', truncate: fault.kind === 'truncate', stripRange: opts.stripRange });
         return;
       }
       if (fault.kind === 'delay') {
-        setTimeout(() => forward(target, req, res, record), fault.delayMs ?? 1000);
+        setTimeout(() => forward(target, req, res, record, { stripRange: opts.stripRange }), fault.delayMs ?? 1000);
         return;
       }
       record.status = fault.kind;
@@ -269,7 +302,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       return;
     }
 
-    forward(target, req, res, record);
+    forward(target, req, res, record, { stripRange: opts.stripRange });
   });
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
