@@ -4,8 +4,8 @@
  * each frame at its planned position as soon as its bytes are in. Every byte is
  * hashed in blob order (frames that arrive ahead of their turn are read back
  * from the file when it comes), and the blob counts only when the whole of it
- * matches its digest. A part that breaks off is requested again alone, from its
- * first incomplete frame.
+ * matches its digest. A part that breaks off is resumed alone by the source
+ * (the registry client's one retry policy), from where it stopped.
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -24,8 +24,6 @@ import { encodeRawFrame, rawFrameContent, rawFrameSize } from './zstd-frames.js'
  * download (when fewer than the link's worth of connections are busy) are short.
  */
 export const PART_FRAMES = 4;
-/** Attempts per part (first included) when its stream breaks off. */
-const PART_ATTEMPTS = 4;
 
 export interface RawRegion {
   desc: Descriptor;
@@ -187,7 +185,7 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
         }
       }
     }
-    if (i < to) throw new RangeEndedError(`${what}: the source's answer ended after ${geo.contentStart(i) + have - geo.contentStart(from)} bytes`);
+    if (i < to) throw new BundleError(`${what}: the source's answer ended after ${geo.contentStart(i) + have - geo.contentStart(from)} bytes`);
   };
 
   const acquire = async (): Promise<() => void> => (src.slots ? src.slots.acquire() : () => undefined);
@@ -235,24 +233,22 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
     return r.stream;
   };
 
-  /** Frames [first, end), retried from the first incomplete frame when the stream breaks off. */
+  /**
+   * Frames [first, end) over one range request. A part that breaks off is
+   * resumed by the source itself (the registry client asks for the rest of the
+   * range, under its one retry policy), never by fetching other parts again.
+   */
   const runPart = async (first: number, end: number, pre?: { stream: Readable; release: () => void }): Promise<void> => {
-    let next = first;
-    for (let attempt = 1; ; attempt++) {
-      const release = pre?.release ?? (await acquire());
-      let stream = pre?.stream;
-      pre = undefined;
-      try {
-        stream ??= await openPart(next, end);
-        await consume(stream, next, end, (i) => (next = i + 1), true);
-        return;
-      } catch (err) {
-        stream?.destroy();
-        if (err instanceof OversizeError || err instanceof DigestMismatchError || attempt >= PART_ATTEMPTS || !retryable(err)) throw err;
-      } finally {
-        release();
-      }
-      await new Promise((r) => setTimeout(r, 250 * 2 ** (attempt - 1)));
+    const release = pre?.release ?? (await acquire());
+    let stream = pre?.stream;
+    try {
+      stream ??= await openPart(first, end);
+      await consume(stream, first, end, () => undefined, true);
+    } catch (err) {
+      stream?.destroy();
+      throw err;
+    } finally {
+      release();
     }
   };
 
@@ -280,15 +276,6 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
   }
   if (first.whole) return whole(first.stream, release, true);
   return settleParts([runPart(0, firstEnd, { stream: first.stream, release }), ...rest()]);
-}
-
-/** The answer to a part ended early (a dropped connection, a truncating proxy). */
-class RangeEndedError extends Error {}
-
-function retryable(err: unknown): boolean {
-  if (err instanceof RangeEndedError) return true;
-  if (err instanceof BundleError) return false;
-  return true;
 }
 
 function trim(pieces: Buffer[], n: number): Buffer[] {

@@ -5,6 +5,8 @@
  * (Distribution 2.8 ignores `n` there) and counts requests.
  */
 import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
 import { Transform } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -25,9 +27,9 @@ export interface Fault {
   times: number;
   /**
    * `corrupt` forwards the request and flips one byte of the answer's body;
-   * `truncate` forwards it and cuts the connection half-way through the body.
+   * `truncate` forwards it and cuts the connection half-way through the answer's body.
    */
-  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'delay' | 'truncate';
+  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'truncate' | 'delay';
   /** For `delay`: how long to hold the request before forwarding it. */
   delayMs?: number;
   /** Retry-After value sent with 429/503. */
@@ -42,6 +44,11 @@ export interface BearerOptions {
   expiresIn?: number;
   /** Use `access_token` instead of `token` in the token response. */
   accessTokenField?: boolean;
+  /**
+   * Send clients to this other proxy's token service (its `/token`, plain
+   * HTTP) and accept the tokens it issues, instead of serving tokens here.
+   */
+  tokenServer?: { host: string; tokensIssued: string[] };
 }
 
 export interface ProxyOptions {
@@ -52,6 +59,8 @@ export interface ProxyOptions {
    * like registries backed by object storage do.
    */
   redirectBlobsTo?: string;
+  /** Listen with TLS (PEM files, e.g. from selfSignedCert) instead of plain HTTP. */
+  tls?: { certFile: string; keyFile: string };
   /** Drop the Range header of every request, like a registry that does not serve ranges. */
   stripRange?: boolean;
 }
@@ -60,6 +69,12 @@ export interface RecordedRequest extends RequestInfo {
   status: number;
   /** Whether an Authorization header came with it (never its value). */
   authorized: boolean;
+  /** Order of events at the proxy (no clock): when the request arrived, and when its answer was done. */
+  arrived: number;
+  done?: number;
+  /** Wall clock (ms) when it arrived and when its answer was done. */
+  arrivedAt: number;
+  doneAt?: number;
 }
 
 export interface TokenRequest {
@@ -103,43 +118,39 @@ function flipOneByte(): Transform {
   });
 }
 
-function cutHalfWay(total: number, onCut: () => void): Transform {
-  let seen = 0;
-  const half = Math.max(1, Math.floor(total / 2));
+/** Passes the first `keep` bytes on, then cuts the connection. */
+function cutAfter(keep: number, res: http.ServerResponse): Transform {
+  let passed = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
-      if (seen >= half) return cb();
-      const take = Math.min(chunk.length, half - seen);
-      seen += take;
-      cb(null, chunk.subarray(0, take));
-      if (seen >= half) setImmediate(onCut);
+      const room = keep - passed;
+      if (room <= 0) {
+        cb();
+        return;
+      }
+      passed += Math.min(room, chunk.length);
+      cb(null, chunk.length > room ? chunk.subarray(0, room) : chunk);
+      if (passed >= keep) setTimeout(() => res.socket?.destroy(), 20);
     },
   });
 }
 
-function forward(
-  target: string,
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-  record: RecordedRequest,
-  opts: { corrupt?: boolean; truncate?: boolean; stripRange?: boolean } = {},
-): void {
+function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, alter?: 'corrupt' | 'truncate', stripRange = false): void {
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
-  if (opts.stripRange) delete headers['range'];
+  if (stripRange) delete headers['range'];
+  // Behind a TLS front the registry must build its upload Locations with https.
+  if ((req.socket as { encrypted?: boolean }).encrypted) headers['x-forwarded-proto'] = 'https';
   const up = http.request(
     { hostname, port: Number(port), method: req.method, path: req.url, headers, agent: false },
     (upRes) => {
       record.status = upRes.statusCode ?? 0;
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      if (opts.corrupt) upRes.pipe(flipOneByte()).pipe(res);
-      else if (opts.truncate) {
-        upRes.pipe(cutHalfWay(Number(upRes.headers['content-length'] ?? 2), () => {
-          upRes.destroy();
-          res.socket?.destroy();
-        })).pipe(res);
-      } else upRes.pipe(res);
+      const length = Number(upRes.headers['content-length'] ?? NaN);
+      if (alter === 'corrupt') upRes.pipe(flipOneByte()).pipe(res);
+      else if (alter === 'truncate' && length > 1) upRes.pipe(cutAfter(Math.floor(length / 2), res)).pipe(res);
+      else upRes.pipe(res);
     },
   );
   up.on('error', () => {
@@ -178,12 +189,17 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const tokensIssued: string[] = [];
   const valid = new Set<string>();
   let selfHost = '';
+  let events = 0;
 
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', ...(req.headers.range ? { range: req.headers.range } : {}) };
-    const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined };
+    const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined, arrived: ++events, arrivedAt: Date.now() };
     requests.push(record);
+    res.on('close', () => {
+      record.done = ++events;
+      record.doneAt = Date.now();
+    });
 
     const fault = faults.find((f) => f.times > 0 && f.match(info));
     if (fault) {
@@ -194,11 +210,11 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         return;
       }
       if (fault.kind === 'corrupt' || fault.kind === 'truncate') {
-        forward(target, req, res, record, { corrupt: fault.kind === 'corrupt', truncate: fault.kind === 'truncate', stripRange: opts.stripRange });
+        forward(target, req, res, record, fault.kind, opts.stripRange);
         return;
       }
       if (fault.kind === 'delay') {
-        setTimeout(() => forward(target, req, res, record, { stripRange: opts.stripRange }), fault.delayMs ?? 1000);
+        setTimeout(() => forward(target, req, res, record, undefined, opts.stripRange), fault.delayMs ?? 1000);
         return;
       }
       record.status = fault.kind;
@@ -243,7 +259,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     if (bearer && url.pathname.startsWith('/v2/')) {
       const auth = req.headers.authorization;
       const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
-      if (!token || !valid.has(token)) {
+      if (!token || !(valid.has(token) || bearer.tokenServer?.tokensIssued.includes(token))) {
         const repo = repoOf(url.pathname);
         const push = !['GET', 'HEAD'].includes(info.method);
         let scope = '';
@@ -253,7 +269,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         record.status = 401;
         res.writeHead(401, {
           'content-type': 'application/json',
-          'www-authenticate': `Bearer realm="http://${selfHost}/token",service="test"${scope}`,
+          'www-authenticate': `Bearer realm="http://${bearer.tokenServer?.host ?? selfHost}/token",service="test"${scope}`,
         });
         res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }));
         return;
@@ -302,8 +318,11 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       return;
     }
 
-    forward(target, req, res, record, { stripRange: opts.stripRange });
-  });
+    forward(target, req, res, record, undefined, opts.stripRange);
+  };
+  const server = opts.tls
+    ? https.createServer({ cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }, handler)
+    : http.createServer(handler);
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   selfHost = `127.0.0.1:${(server.address() as AddressInfo).port}`;
