@@ -185,6 +185,31 @@ describe('parallel, ranged create', () => {
     }
   });
 
+  it('a 429 with Retry-After holds back every request to that registry, not only the one that got it', async () => {
+    const part = PART_FRAMES * MiB;
+    const rangeOf = (i: number): string => `bytes=${i * part}-${Math.min(big.size, (i + 1) * part) - 1}`;
+    const isBig = (r: { method: string; path: string }): boolean => r.method === 'GET' && r.path.endsWith(`/blobs/${big.digest}`);
+    const proxy = await startProxy(src.host, {
+      faults: [
+        { match: (r) => isBig(r) && r.range === rangeOf(1), times: 1, kind: 429, retryAfter: '2' },
+        // The part running beside it ends well after the 429: without a registry-wide pause, the next part would start then.
+        { match: (r) => isBig(r) && r.range === rangeOf(2), times: 1, kind: 'delay', delayMs: 600 },
+      ],
+    });
+    try {
+      await assertSameBlobs(await create(proxy.host, '429', ['--concurrency', '2']));
+      const told = proxy.requests.find((r) => r.status === 429)!;
+      assert.ok(told?.doneAt, 'the 429 was sent');
+      // Requests already on their way when the 429 went out may arrive just after it; none may start in the pause.
+      const later = proxy.requests.filter((r) => r.arrivedAt > told.doneAt! + 300);
+      assert.ok(later.length > 0);
+      const early = later.filter((r) => r.arrivedAt < told.doneAt! + 1900);
+      assert.deepEqual(early.map((r) => `${r.method} ${r.path} ${r.range ?? ''} +${r.arrivedAt - told.doneAt!} ms`), []);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('Ctrl-C while ranges are downloading leaves no file', async () => {
     const proxy = await startProxy(src.host, {
       faults: [{ match: (r) => r.method === 'GET' && r.path.endsWith(`/blobs/${big.digest}`), times: 100, kind: 'delay', delayMs: 5000 }],
