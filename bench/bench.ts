@@ -275,8 +275,8 @@ async function main(): Promise<void> {
       return { what, bundle: `${sec(m(a))} s`, base: `${sec(m(b))} s`, ratio, paired, target: `<= ${limit}`, pass: ratio <= limit };
     };
     const rows: Row[] = [
-      ratioRow('create: bundle create / skopeo sync + tar | zstd -T0', s.bundleCreate, s.skopeoCreate, 0.5),
-      ratioRow('push into empty registry: bundle push / zstd -dc | tar x + skopeo sync', s.bundlePush, s.skopeoPush, 0.5),
+      ratioRow('create: bundle create / skopeo sync + tar | zstd -T0', s.bundleCreate, s.skopeoCreate, 0.2),
+      ratioRow('push into empty registry: bundle push / zstd -dc | tar x + skopeo sync', s.bundlePush, s.skopeoPush, 0.25),
       ratioRow('re-push onto a full registry / first bundle push', s.bundleRepush, s.bundlePush, 0.05),
       ratioRow('verify: bundle verify / openssl dgst -sha256', s.bundleVerify, s.opensslVerify, 1.2),
       {

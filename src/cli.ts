@@ -79,6 +79,10 @@ Example config (bundle.yaml):
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
+  $ SOURCE_DATE_EPOCH=1767225600 bundle create -c bundle.yaml -o july.airgap --concurrency 32
+Every manifest is read first, then every blob downloads at once (large layers as several
+range requests) into its planned place in the file: the same inputs and SOURCE_DATE_EPOCH
+(the creation time; default now) give the same bytes.
 Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json
 or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
 ${EXIT_DOC}`,
