@@ -89,7 +89,7 @@ function blockHeader(size: number, last: boolean): Buffer {
   return b;
 }
 
-/** Compressed size of a raw frame holding `contentSize` bytes. */
+/** Stored size of a raw frame holding `contentSize` bytes (the writer plans regions with it). */
 export function rawFrameSize(contentSize: number): number {
   const blocks = Math.max(1, Math.ceil(contentSize / MAX_BLOCK_SIZE));
   return rawFrameHeader(contentSize).length + 3 * blocks + contentSize;

@@ -4,7 +4,7 @@
  * in spec/airgap-format.md.
  */
 export const MANIFEST_PAYLOAD_TYPE = 'application/vnd.airgap.bundle.manifest.v1+json';
-export const FORMAT_VERSION = '1.0';
+export const FORMAT_VERSION = '1.1';
 
 /** Member paths of the control files at the end of the archive. */
 export const MANIFEST_MEMBER = 'airgap/manifest.json';
@@ -44,14 +44,33 @@ export interface BundleImage {
   filteredFrom?: string;
 }
 
+/** The base of an update bundle (`create --since`): what it is, and every blob the update leaves out. */
+export interface BundleBase {
+  /** sha256 of the base bundle's manifest bytes (airgap/manifest.json). */
+  digest: string;
+  /** The base bundle's file name when the update was made. */
+  name: string;
+  /** The base's `created`. */
+  created: string;
+  /** Blobs the update does not carry because the base did (manifests and configs are always carried). */
+  blobs: { digest: string; size: number; mediaType: string }[];
+}
+
 export interface BundleManifest {
   schemaVersion: 1;
   kind: 'AirgapBundleManifest';
   formatVersion: string;
   /** RFC 3339 time of creation. */
   created: string;
-  tool: { name: string; version: string };
+  tool: {
+    name: string;
+    version: string;
+    /** The standalone executable carried as a member (`create --include-tool`): `blobs/sha256/<hex>` of this digest. */
+    executable?: { digest: string; size: number; platform: string };
+  };
   /** Every member of the archive except the manifest and its signature. */
   members: BundleMember[];
   images: BundleImage[];
+  /** Set on an update bundle: the base it leaves blobs out of. */
+  base?: BundleBase;
 }

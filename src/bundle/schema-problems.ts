@@ -5,12 +5,13 @@
  * Schemas may annotate a subschema with two non-standard keywords:
  *   `x-what`     a noun phrase for what the value should be ("a platform"), used when a
  *                pattern fails: `"linux" is not a platform; expected <x-expected>`;
- *   `x-expected` what is expected, used for pattern and type errors.
+ *   `x-expected` what is expected, used for pattern and type errors;
+ *   `x-extensible` on an enum: a later minor version of the format may add values
+ *                (see openSchema in validate.ts).
  */
 import type { Ajv, ErrorObject, Options } from 'ajv';
-import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { readShipped } from '../util/package-root.js';
 
 export type PathSegment = string | number;
 
@@ -30,16 +31,17 @@ export function createAjv(opts: Options = {}): Ajv {
   const ajv = new AjvClass({ allErrors: true, verbose: true, strict: true, ...opts });
   ajv.addKeyword('x-what');
   ajv.addKeyword('x-expected');
+  ajv.addKeyword('x-extensible');
   return ajv;
 }
 
-/** Read and parse a JSON schema file that ships in spec/. */
-export function loadSchemaFile(url: URL): Record<string, unknown> {
+/** Read and parse a JSON schema file that ships in spec/ (`spec/<name>`, see specFile). */
+export function loadSchemaFile(relPath: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(url, 'utf8');
+    text = readShipped(relPath);
   } catch (err) {
-    throw new Error(`cannot read schema ${fileURLToPath(url)}: ${(err as Error).message}`, { cause: err });
+    throw new Error(`cannot read schema ${relPath}: ${(err as Error).message}`, { cause: err });
   }
   return JSON.parse(text) as Record<string, unknown>;
 }

@@ -1,19 +1,24 @@
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { access, open, stat } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter, isCompressedMediaType, type LayoutEntry } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
+import { LeaveOutStore, loadBase } from '../bundle/update.js';
 import { loadConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats, type ImagePlan } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
-import { createRegistryStore } from '../store/registry-store.js';
+import { pullStoreFactory } from '../store/mirrored-store.js';
+import { loadRegistriesConfig } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
 import { resolveImages, type SourceImage } from '../sources/images.js';
+import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import type { ContentStore } from '../store/store.js';
+import { digestHex, verified } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -36,6 +41,12 @@ export interface CreateOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   srcAuthfile?: string;
+  /** containers-registries.conf(5) file for pulls (default: the one podman reads, when present). */
+  registriesConf?: string;
+  /** Carry the standalone executable: true for this one (or the one npm run package built), or a path. */
+  includeTool?: boolean | string;
+  /** Make an update bundle: leave out the blobs this bundle (or saved manifest) carried. */
+  since?: string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -52,6 +63,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const existing = await stat(output).catch(() => undefined);
   if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the .airgap file to write`);
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
+  const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
+  const base = opts.since ? await loadBase(opts.since) : undefined;
   const created = creationTime(process.env['SOURCE_DATE_EPOCH']);
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
   if (!signer) progress.warn('no --sign-key: the bundle will be unsigned, and `bundle push` will refuse it without --insecure-skip-signature');
@@ -66,28 +79,26 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     retries: opts.retries,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
-  const stores = new Map<string, ContentStore>();
-  const storeFor = (registry: string): ContentStore => {
-    let s = stores.get(registry);
-    if (!s) {
-      s = createRegistryStore(registry, registryOpts);
-      stores.set(registry, s);
-    }
-    return s;
-  };
+  // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
+  const registriesConf = await loadRegistriesConfig(opts.registriesConf);
+  if (registriesConf?.registries.length) progress.info(`registries configuration: ${registriesConf.file}`);
+  const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
+  const warnings: string[] = [];
   try {
     const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError, opts.signatures);
     sources = resolved.images;
     failed.push(...resolved.failures);
+    warnings.push(...resolved.warnings);
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
   progress.finishPhase(failed.length === 0);
+  for (const w of warnings) progress.warn(w);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
@@ -107,12 +118,14 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   const writer = await opening;
+  // An update writes through a store that leaves out what the base carried.
+  const destination = base ? new LeaveOutStore(writer, base.candidates) : writer;
   const limiter = new Limiter(opts.concurrency);
   const engines = new Map<ContentStore, CopyEngine>();
   const engineFor = (store: ContentStore): CopyEngine => {
     let engine = engines.get(store);
     if (!engine) {
-      engine = new CopyEngine(store, writer, { limiter, progress, inlineBlob: (d) => d.size <= INLINE_BLOB_MAX && !isCompressedMediaType(d.mediaType) });
+      engine = new CopyEngine(store, destination, { limiter, progress, inlineBlob: (d) => d.size <= INLINE_BLOB_MAX && !isCompressedMediaType(d.mediaType) });
       engines.set(store, engine);
     }
     return engine;
@@ -144,12 +157,13 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     });
     if (firstError) throw firstError;
     progress.finishPhase(failed.length === 0);
-    // 2. The layout, fixed by digest order whatever order the bytes arrive in.
+    // 2. The layout, fixed by digest order whatever order the bytes arrive in (an update's left-out blobs take no place).
     const entries: LayoutEntry[] = [];
     const blobSizes = new Map<string, number>();
     for (const { plan } of planned) {
       for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
       for (const b of plan.blobs) {
+        if (base?.candidates.has(b.digest)) continue;
         entries.push({ desc: b, bytes: plan.inline.get(b.digest) });
         blobSizes.set(b.digest, b.size);
       }
@@ -188,9 +202,17 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));
     for (const img of images) writer.addImage(img);
+    let executable: ToolExecutable | undefined;
+    if (toolFile) {
+      progress.phase('adding the executable');
+      executable = await addExecutable(writer, toolFile);
+      progress.finishPhase();
+      progress.info(`  executable ${toolFile} sha256:${digestHex(executable.digest)}`);
+    }
     progress.phase('writing manifest');
     const result = await writer.finish({
-      tool: { name: TOOL_NAME, version: TOOL_VERSION },
+      tool: { name: TOOL_NAME, version: TOOL_VERSION, ...(executable ? { executable } : {}) },
+      fields: base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : undefined,
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
     });
     progress.finishPhase();
@@ -204,7 +226,10 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       contentBytes: blobBytes,
       signedBy: signer ? keyId(createPublicKey(signer)) : null,
       seconds: (Date.now() - started) / 1000,
+      base: result.manifest.base ? { name: result.manifest.base.name, digest: result.manifest.base.digest, blobsLeftOut: result.manifest.base.blobs.length } : null,
+      executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
+      warnings,
       failed,
     };
     if (opts.json) printJson(summary);
@@ -214,6 +239,14 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
           `${humanBytes(blobBytes)} of content in ${humanBytes(result.size)}, ` +
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
+      const leftOut = result.manifest.base?.blobs ?? [];
+      if (result.manifest.base) {
+        process.stdout.write(
+          `update of ${result.manifest.base.name} (manifest ${result.manifest.base.digest}): ${leftOut.length} blobs ` +
+            `(${humanBytes(leftOut.reduce((n, b) => n + b.size, 0))}) left out because it carried them\n`,
+        );
+      }
+      if (executable) process.stdout.write(`carries the executable for ${executable.platform} (${humanBytes(executable.size)}), sha256 ${digestHex(executable.digest)}: bundle extract-tool writes it out\n`);
     }
     if (failed.length > 0) {
       if (!opts.json) for (const f of failed) process.stdout.write(`NOT BUNDLED ${f.source}: ${f.error}\n`);
@@ -235,6 +268,32 @@ function creationTime(epoch: string | undefined): Date {
   if (epoch === undefined || epoch === '') return new Date();
   if (!/^\d+$/.test(epoch.trim())) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, not "${epoch}"`);
   return new Date(Number(epoch.trim()) * 1000);
+}
+
+/** The executable --include-tool names, checked before anything is downloaded. */
+async function executableToInclude(option: true | string): Promise<string> {
+  const file = option === true ? defaultExecutable() : resolvePath(option);
+  if (!file) {
+    throw new UsageError('--include-tool: this is not the standalone executable and none was built (npm run package); name one: --include-tool PATH');
+  }
+  const head = Buffer.alloc(4);
+  const fh = await open(file, 'r').catch(() => {
+    throw new UsageError(`--include-tool ${file}: cannot read it`);
+  });
+  try {
+    await fh.read(head, 0, 4, 0);
+  } finally {
+    await fh.close();
+  }
+  if (!head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) throw new UsageError(`--include-tool ${file}: not a Linux executable`);
+  return file;
+}
+
+/** Store the executable as a member, hashed first so the archive checks every byte it writes. */
+async function addExecutable(writer: ArchiveWriter, file: string): Promise<ToolExecutable> {
+  const { digest, size } = await hashFile(file);
+  await writer.putBlob('', { mediaType: TOOL_EXECUTABLE_MEDIA_TYPE, digest, size }, async () => verified(createReadStream(file), digest, size, `executable ${file}`));
+  return { digest, size, platform: TOOL_PLATFORM };
 }
 
 function sumStats(all: CopyStats[]): CopyStats {

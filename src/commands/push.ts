@@ -1,6 +1,8 @@
 import { resolve as resolvePath } from 'node:path';
 import { ArchiveReader } from '../archive/reader.js';
-import type { BundleImage } from '../bundle/manifest.js';
+import type { BundleImage, BundleManifest } from '../bundle/manifest.js';
+import { leftOutNeeds, locateLeftOut, missingBaseError, type NeededBlob } from '../bundle/update.js';
+import type { Progress } from '../util/progress.js';
 import { validateManifest } from '../bundle/validate.js';
 import { checkSignature } from '../bundle/trust.js';
 import { mapLimit } from '../copy/limit.js';
@@ -9,7 +11,7 @@ import { parseReference, repositoryName } from '../oci/reference.js';
 import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';
 import { writeMirrorFiles, type MirrorMapping } from '../push/mirror-files.js';
 import { loadTrustedKeys } from '../sign/keys.js';
-import { createRegistryStore } from '../store/registry-store.js';
+import { createRegistryStore, type RegistryStore } from '../store/registry-store.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -19,6 +21,7 @@ export interface PushOptions extends OutputOptions {
   to: string;
   key?: string[];
   insecureSkipSignature?: boolean;
+  keepRegistryHost?: boolean;
   dryRun?: boolean;
   recheck?: boolean;
   outDir: string;
@@ -48,6 +51,34 @@ export function planPush(images: BundleImage[], target: PushTarget): PushItem[] 
   });
 }
 
+/**
+ * Refuse a plan in which two different images would get the same destination
+ * tag (the last pushed would silently win it): every clash, with both sources,
+ * before the first request. The same image named twice is no clash.
+ */
+export function checkClashes(plan: PushItem[], target: PushTarget): void {
+  const owner = new Map<string, PushItem>();
+  const clashes: string[] = [];
+  for (const item of plan) {
+    for (const tag of item.tags) {
+      const dest = `${target.registry}/${item.repository}:${tag}`;
+      const prior = owner.get(dest);
+      if (!prior) owner.set(dest, item);
+      else if (prior.image.digest !== item.image.digest) {
+        clashes.push(`${dest}: ${prior.image.source} (${prior.image.digest}) and ${item.image.source} (${item.image.digest})`);
+      }
+    }
+  }
+  if (clashes.length === 0) return;
+  const what = clashes.length === 1 ? `two images would be pushed to ${clashes[0]}` : `${clashes.length} destination tags would each get two images:\n  ${clashes.join('\n  ')}`;
+  throw new UsageError(
+    `${what}; nothing was pushed`,
+    target.keepRegistryHost
+      ? 'the sources differ only in ways the destination path cannot show; bundle them under different names'
+      : 'pass --keep-registry-host to keep each source\'s registry host in the path (quay.io/ns/app:1 lands at HOST/PREFIX/quay.io/ns/app:1)',
+  );
+}
+
 /** Whether a source reference starts with a registry host (`example.com/ns/app:1`, not `app:1`). */
 function namesRegistry(source: string): boolean {
   const first = source.split('/')[0]!;
@@ -60,15 +91,34 @@ function sourceRepository(image: BundleImage): string {
   return image.source.split(/[:@]/)[0]!;
 }
 
+/**
+ * An update bundle leaves out blobs its base carried: before anything is sent, every
+ * one an image needs must already be in the repository the image lands in.
+ */
+async function checkTargetHasBase(reader: ArchiveReader, manifest: BundleManifest, plan: PushItem[], dst: RegistryStore, opts: PushOptions, progress: Progress): Promise<Map<string, string[]>> {
+  const base = manifest.base!;
+  progress.phase(`checking that ${opts.to} holds what this update of ${base.name} leaves out`);
+  const needs = new Map<string, NeededBlob>();
+  for (const list of await mapLimit(plan, opts.concurrency, (item) => leftOutNeeds(reader, manifest, item.image, item.repository))) {
+    for (const n of list) needs.set(`${n.repository}|${n.desc.digest}`, n);
+  }
+  const repositories = [...new Set(plan.map((p) => p.repository))];
+  const { holders, missing } = await locateLeftOut([...needs.values()], repositories, (repo, desc) => dst.hasBlob(repo, desc), (items, fn) => mapLimit(items, opts.concurrency * 2, fn));
+  progress.finishPhase(missing.length === 0);
+  if (missing.length > 0) throw missingBaseError(base, missing, opts.to);
+  progress.info(`  ${opts.to} holds all ${holders.size} blobs this update leaves out that its images need`);
+  return holders;
+}
+
 export async function pushCommand(file: string, opts: PushOptions): Promise<number> {
   const started = Date.now();
-  const target = parseTarget(opts.to);
+  const target = parseTarget(opts.to, opts.keepRegistryHost);
   if (!opts.key?.length && !opts.insecureSkipSignature) {
     throw new UsageError('push needs --key PUB (a trusted public key or a directory of them) to check who signed the bundle; --insecure-skip-signature pushes without that check');
   }
   const trusted = opts.key?.length ? await loadTrustedKeys(opts.key) : undefined;
   const progress = await progressFor(opts);
-  // Reach the registry (and log in) while the bundle is opened and checked.
+  // No request goes out before the bundle is checked and the plan is known to be sound.
   const store = opts.dryRun
     ? undefined
     : createRegistryStore(target.registry, {
@@ -81,8 +131,6 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
         userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
       });
-  const reachable = store?.client.ping();
-  reachable?.catch(() => undefined); // awaited below, after the bundle's own checks
   const reader = await ArchiveReader.open(file);
   try {
     const sig = checkSignature(reader, trusted);
@@ -91,13 +139,19 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     }
     if (!trusted) progress.warn('--insecure-skip-signature: pushing without checking who made this bundle');
     const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+    const layout = await reader.layoutProblems();
+    if (layout.length > 0) {
+      throw new BundleError(`refusing to push ${file}: ${layout.slice(0, 3).join('; ')}${layout.length > 3 ? ` and ${layout.length - 3} more` : ''} (bundle verify names everything wrong)`, 1);
+    }
     const plan = planPush(manifest.images, target);
+    checkClashes(plan, target);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
       if (opts.json) printJson({ dryRun: true, target: opts.to, images: plan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes });
       else {
         process.stdout.write(`would push ${plan.length} images (${humanBytes(totalBytes)} at most) to ${opts.to}:\n`);
+        if (manifest.base) process.stdout.write(`this is an update of ${manifest.base.name} (manifest ${manifest.base.digest}): ${opts.to} must hold the ${manifest.base.blobs.length} blobs it leaves out\n`);
         for (const p of plan) process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')} (${p.image.digest})\n`);
       }
       return 0;
@@ -105,9 +159,13 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
 
     const dst = store!; // dry runs have returned above
     // One clear failure up front for an unreachable registry or wrong credentials, not one per image.
-    await reachable;
+    await dst.client.ping();
+    const baseHolders = manifest.base ? await checkTargetHasBase(reader, manifest, plan, dst, opts, progress) : undefined;
     const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
-    progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
+    // Blobs an update leaves out are mounted from where the base put them.
+    for (const [digest, repos] of baseHolders ?? []) for (const repo of repos) engine.holdsAlready(digest, repo);
+    // Blobs an update leaves out count too: they are mounted, or found there, as the engine walks the images.
+    progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes + (manifest.base?.blobs.reduce((n, b) => n + b.size, 0) ?? 0));
     const failures: { source: string; error: string }[] = [];
     const pushed: PushItem[] = [];
     // Images in flight are bounded too (manifest requests are not under the blob limit).

@@ -1,5 +1,5 @@
 import { MediaType } from '../oci/media-types.js';
-import { parseManifest, platformMatches } from '../oci/manifest.js';
+import { keptPlatformManifests, parseManifest } from '../oci/manifest.js';
 import { platformString, type Descriptor } from '../oci/types.js';
 import type { ByteRange, ContentStore, PutResult, RangeResult, WritableContentStore } from '../store/store.js';
 import { sha256Digest, verified, verifyBuffer } from '../util/digest.js';
@@ -80,6 +80,8 @@ export class CopyEngine {
   private readonly firstTransfer = new Map<string, Promise<PutResult>>();
   private readonly manifests = new Map<string, Promise<void>>();
   private readonly fetched = new Map<string, Promise<Buffer>>();
+  /** Bytes reported to progress per digest: each digest counts once, however many repositories get it. */
+  private readonly credited = new Map<string, number>();
   /** Repositories of the destination known to hold a digest (for cross-repository mounts). */
   private readonly holders = new Map<string, Set<string>>();
 
@@ -89,6 +91,13 @@ export class CopyEngine {
     private readonly opts: CopyEngineOptions = {},
   ) {
     this.limiter = opts.limiter ?? new Limiter(opts.concurrency ?? 4);
+  }
+
+  /** Record that a destination repository already holds a blob, so others can mount it from there. */
+  holdsAlready(digest: string, repo: string): void {
+    let holders = this.holders.get(digest);
+    if (!holders) this.holders.set(digest, (holders = new Set()));
+    holders.add(repo);
   }
 
   async copyImage(root: CopyRoot): Promise<CopiedImage> {
@@ -109,9 +118,9 @@ export class CopyEngine {
     const top = await this.fetchVerified(root.srcRepo, root.desc, root.label);
     const parsed = parseManifest(top, root.desc.mediaType, root.label);
     const plan: ImagePlan = { root, result: { desc: root.desc, platforms: [] }, manifests: [], blobs: [], inline: new Map() };
-    const wanted = parsed.manifests.filter((m) => root.platforms?.some((p) => platformMatches(m.platform, p)));
+    const wanted = keptPlatformManifests(parsed, root.platforms);
     // Platforms that pick every entry of the index keep the index as it is.
-    if (!parsed.isIndex || !root.platforms || root.platforms.length === 0 || wanted.length === parsed.manifests.length) {
+    if (!wanted || !root.platforms) {
       await this.planTree(plan, root.srcRepo, root.desc, top, root.label, 0);
       plan.result.platforms = parsed.isIndex
         ? parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p)
@@ -166,7 +175,20 @@ export class CopyEngine {
 
   private async putManifest(dstRepo: string, desc: Descriptor, bytes: Buffer, tags: string[]): Promise<void> {
     if ((await this.dst.putManifest(dstRepo, desc, bytes, tags)) === 'written') this.stats.manifestsWritten++;
-    this.opts.progress?.bytes(bytes.length);
+    this.credit(desc.digest, bytes.length, bytes.length);
+  }
+
+  /**
+   * Report `n` more bytes of `digest` done (negative: taken back), never more
+   * than `size` in all for one digest, so that bytes done stay within a total
+   * counted over unique digests. Returns the bytes actually reported.
+   */
+  private credit(digest: string, size: number, n: number): number {
+    const had = this.credited.get(digest) ?? 0;
+    const now = Math.min(size, Math.max(0, had + n));
+    this.credited.set(digest, now);
+    if (now !== had) this.opts.progress?.bytes(now - had);
+    return now - had;
   }
 
   /** A manifest listed by an index: stored once per destination repository. */
@@ -276,26 +298,23 @@ export class CopyEngine {
     const mountFrom = [...holders].filter((r) => r !== dstRepo);
     const what = `blob ${desc.digest} of ${label}`;
     let sent = 0;
+    const progress = (n: number): void => {
+      sent += this.credit(desc.digest, desc.size, n);
+    };
     try {
       const result = await this.dst.putBlob(
         dstRepo,
         desc,
         async () => {
           // A store retrying the blob opens it again: its progress starts over.
-          if (sent) this.opts.progress?.bytes(-sent);
+          if (sent) this.credit(desc.digest, desc.size, -sent);
           sent = 0;
-          return verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, (n) => {
-            sent += n;
-            this.opts.progress?.bytes(n);
-          });
+          return verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, progress);
         },
         {
           mountFrom,
           slots: this.limiter,
-          onBytes: (n) => {
-            sent += n;
-            this.opts.progress?.bytes(n);
-          },
+          onBytes: progress,
           ...(this.src.openBlobRange ? { openRange: (range: ByteRange) => this.openRange(srcRepo, desc, range), rangesServed: this.rangesServed } : {}),
         },
       );
@@ -305,10 +324,10 @@ export class CopyEngine {
         this.stats.bytesWritten += desc.size;
       } else if (result === 'mounted') this.stats.blobsMounted++;
       else this.stats.blobsSkipped++;
-      if (result !== 'written') this.opts.progress?.bytes(desc.size - sent);
+      if (result !== 'written') this.credit(desc.digest, desc.size, desc.size);
       return result;
     } catch (err) {
-      this.opts.progress?.bytes(-sent);
+      this.credit(desc.digest, desc.size, -sent);
       throw err;
     }
   }

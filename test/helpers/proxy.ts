@@ -66,7 +66,12 @@ export interface ProxyOptions {
 }
 
 export interface RecordedRequest extends RequestInfo {
+  /** The upstream's answer; 0 when none came (the client gave up first), -1 for an injected drop. */
   status: number;
+  /** Request body bytes the proxy received from the client and forwarded upstream. */
+  bodyBytes: number;
+  /** Whether the client sent its whole request body (false: it stopped part way). */
+  bodyComplete: boolean;
   /** Whether an Authorization header came with it (never its value). */
   authorized: boolean;
   /** Order of events at the proxy (no clock): when the request arrived, and when its answer was done. */
@@ -160,6 +165,8 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
     } else res.destroy();
   });
   req.on('aborted', () => up.destroy());
+  // Counted here, where the body starts to flow (a delayed request must not lose its body).
+  req.on('data', (c: Buffer) => (record.bodyBytes += c.length));
   req.pipe(up);
 }
 
@@ -194,8 +201,9 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', ...(req.headers.range ? { range: req.headers.range } : {}) };
-    const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined, arrived: ++events, arrivedAt: Date.now() };
+    const record: RecordedRequest = { ...info, status: 0, bodyBytes: 0, bodyComplete: false, authorized: req.headers.authorization !== undefined, arrived: ++events, arrivedAt: Date.now() };
     requests.push(record);
+    req.on('end', () => (record.bodyComplete = true));
     res.on('close', () => {
       record.done = ++events;
       record.doneAt = Date.now();
