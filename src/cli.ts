@@ -104,7 +104,8 @@ ${EXIT_DOC}`,
     program
       .command('inspect')
       .description('Show what a bundle holds (images, sizes, signer, and any manifest fields this version does not know, from a newer 1.x format) from its manifest, instantly. Checks nothing: use verify.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),
   ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
@@ -113,7 +114,8 @@ ${EXIT_DOC}`,
     program
       .command('verify')
       .description('Prove a bundle is complete, untampered and signed by a trusted key, without unpacking it.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--base <bundle>', 'for an update bundle (create --since): the base bundle; verify both and that the base carries what the update leaves out')
       .addHelpText(
@@ -133,7 +135,8 @@ ${EXIT_DOC}`,
     program
       .command('push')
       .description('Push every image of a bundle into a registry, straight from the file, and write mirror configuration.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
@@ -177,7 +180,8 @@ ${EXIT_DOC}`,
     program
       .command('extract-tool')
       .description('Write out the standalone executable a bundle carries (create --include-tool), after checking the signature and its sha256.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .requiredOption('-o, --output <path>', 'where to write the executable (mode 0755; written under a temporary name, renamed when complete)')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'extract even though nobody\'s signature is checked')
