@@ -54,6 +54,7 @@ ${EXIT_DOC}`,
       .option('-f, --force', 'replace the output file if it exists')
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
+      .option('--skip-missing', "record an image a source needs (a devfile stack's) that cannot be pulled as skipped, listed by create and push, instead of failing")
       .addOption(new Option('--concurrency <n>', 'downloads in flight at once, over all registries (a large layer is fetched as several range requests)').argParser(parsePositiveInt).default(16))
       .addOption(new Option('--max-connections-per-registry <n>', 'connections open to one registry at most, so a public registry is not hammered').argParser(parsePositiveInt).default(16))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
@@ -78,6 +79,10 @@ Example config (bundle.yaml):
       platforms: [linux/amd64]
   ociLayouts:
     - path: ./some-oci-layout
+  devfile:                              # a devfile registry, its images and starter projects
+    registries: [{path: ./registry}]    # a checkout of github.com/devfile/registry
+    stacks: [nodejs, go@2.6.0]          # default: every stack
+    indexBase: quay.io/devfile/devfile-index-base:next
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
@@ -144,6 +149,8 @@ ${EXIT_DOC}`,
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
+      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
+      .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
@@ -162,9 +169,14 @@ Every byte is checked against its digest before it is sent on. Two different ima
 that would land on the same tag (quay.io/ns/app:1 and docker.io/ns/app:1) are refused
 before anything is sent; --keep-registry-host keeps them apart.
 
+A bundle with a devfile registry also gets: every stack version rewritten for the target
+(images, starter projects as <name>-offline.zip) at <to>/devfile-catalog/<stack>:<version>,
+a devfile-index image at <to>/devfile-index:<tag>, and with --devfile-out the folder.
+
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
   $ oc apply -f airgap-push-out/idms.yaml
+  $ bundle push devfiles.airgap --to registry.corp:5000/devfile --key site.pub --devfile-out ./offline-registry
 ${EXIT_DOC}`,
       ),
   ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));
