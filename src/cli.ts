@@ -52,6 +52,7 @@ ${EXIT_DOC}`,
       .option('-f, --force', 'replace the output file if it exists')
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
+      .option('--skip-missing', 'an image a release, catalog or image stream names but its registry no longer has is recorded as skipped (with who needed it), not a failure')
       .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
@@ -72,6 +73,17 @@ Example config (bundle.yaml):
       platforms: [linux/amd64]
   ociLayouts:
     - path: ./some-oci-layout
+  releases:                       # OpenShift: payload, components, signatures
+    - image: quay.io/openshift-release-dev/ocp-release:4.15.0-x86_64
+  operators:                      # a catalog filtered to what is asked
+    - catalog: registry.redhat.io/redhat/redhat-operator-index:v4.15
+      packages: [{ name: web-terminal, channels: [fast], minVersion: 1.8.0 }]
+  repositories:                   # whole repositories (/v2/_catalog + tags/list)
+    - registry: registry.example.com:5000
+      include: ["openshift/*"]
+      tags: '^(latest|5\\..*)$'
+  imageStreams:                   # oc get is -n openshift -o yaml > is.yaml
+    - path: ./is.yaml
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
@@ -118,7 +130,8 @@ ${EXIT_DOC}`,
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
-      .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
+      .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf (and the OpenShift files) go', './airgap-push-out')
+      .option('--release-repo <repo>', 'repository (under the --to prefix) for OpenShift release payloads and their components', 'openshift/release')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
@@ -138,6 +151,9 @@ Every byte is checked against its digest before it is sent on.
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
   $ oc apply -f airgap-push-out/idms.yaml
+OpenShift content also gets install-config-mirrors.yaml (imageContentSources /
+imageDigestSources), release-signatures.yaml, catalogsource-*.yaml and
+samples-operator-patch.yaml in --out-dir (see README, "For OpenShift administrators").
 ${EXIT_DOC}`,
       ),
   ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));

@@ -54,6 +54,9 @@ export interface FinishOptions {
   tool: { name: string; version: string };
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
+  /** Each source kind's record (`sources[kind]`), and the images left out with --skip-missing. */
+  sources?: BundleManifest['sources'];
+  skipped?: BundleManifest['skipped'];
 }
 
 export interface ArchiveProgress {
@@ -219,6 +222,8 @@ export class ArchiveWriter implements WritableContentStore {
         tool: { name: opts.tool.name, version: opts.tool.version },
         members: this.members.map((m) => ({ ...m })),
         images: this.images.map((i) => ({ ...i })),
+        ...(opts.sources && Object.keys(opts.sources).length > 0 ? { sources: opts.sources } : {}),
+        ...(opts.skipped && opts.skipped.length > 0 ? { skipped: opts.skipped } : {}),
       };
       const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
       const payload = manifestBytes.toString('base64');

@@ -21,6 +21,8 @@ export interface BundleMember {
   offset: number;
 }
 
+export type ImageOrigin = 'registry' | 'oci-layout' | 'release' | 'operator' | 'repository' | 'imagestream';
+
 export interface BundleImage {
   /** The reference as the config named it, fully qualified (`docker.io/library/alpine:3.20`). */
   source: string;
@@ -34,8 +36,11 @@ export interface BundleImage {
   platforms: string[];
   /** Tags the image was known by at the source. */
   tags: string[];
-  /** Where it came from: `registry` or `oci-layout`. */
-  origin: 'registry' | 'oci-layout';
+  /**
+   * Where it came from: `registry` or `oci-layout` (the `images` and `ociLayouts`
+   * sections), or the source kind that asked for it.
+   */
+  origin: ImageOrigin;
   /**
    * Set when `platforms` picked some platforms out of an index: the source
    * index's digest. `digest` then names the one platform manifest kept, or an
@@ -54,4 +59,15 @@ export interface BundleManifest {
   /** Every member of the archive except the manifest and its signature. */
   members: BundleMember[];
   images: BundleImage[];
+  /** Each source kind's record, keyed by its config section (`releases`, `operators`, ...). */
+  sources?: Record<string, unknown>;
+  /** Images left out with `--skip-missing`: the source no longer had them. */
+  skipped?: SkippedImage[];
+}
+
+export interface SkippedImage {
+  source: string;
+  reason: string;
+  /** Who named it: `release quay.io/...:4.15.0-x86_64 (component cli)`, a catalog's bundle, an image stream. */
+  neededBy: string[];
 }

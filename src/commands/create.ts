@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { access, mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
 import { loadConfig } from '../config/config.js';
@@ -12,7 +13,8 @@ import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
-import { resolveImages, type SourceImage } from '../sources/images.js';
+import { resolutionError, resolveImages, type SourceImage } from '../sources/images.js';
+import { hasOpenShiftSections, planOpenShift, type OpenShiftPlan } from '../sources/openshift.js';
 import type { ContentStore } from '../store/store.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
@@ -25,6 +27,8 @@ export interface CreateOptions extends OutputOptions {
   signKey?: string;
   force?: boolean;
   continueOnError?: boolean;
+  /** Images a release, catalog or image stream names that the source no longer has are recorded as skipped. */
+  skipMissing?: boolean;
   /** Carry cosign signatures, attestations and SBOMs (commander's --no-signatures sets false). */
   signatures: boolean;
   concurrency: number;
@@ -76,17 +80,42 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
+  let openshift: OpenShiftPlan | undefined;
+  const scratch: string[] = [];
   try {
-    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError, opts.signatures);
+    const withOpenShift = hasOpenShiftSections(config);
+    // With OpenShift sections every failure of every section is reported together, below.
+    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError || withOpenShift, opts.signatures);
     sources = resolved.images;
     failed.push(...resolved.failures);
+    if (withOpenShift) {
+      openshift = await planOpenShift(config, {
+        configDir: dirname(config.path),
+        storeFor,
+        concurrency: opts.concurrency,
+        skipMissing: !!opts.skipMissing,
+        progress,
+        tempDir: async () => {
+          const d = await mkdtemp(join(tmpdir(), 'bundle-create-'));
+          scratch.push(d);
+          return d;
+        },
+      });
+      sources = mergeSources(sources, openshift.images);
+      failed.push(...openshift.failures);
+      if (failed.length > 0 && !opts.continueOnError) throw resolutionError(failed);
+    }
   } catch (err) {
     progress.finishPhase(false);
+    await removeAll(scratch);
     throw err;
   }
   progress.finishPhase(failed.length === 0);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
-  if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
+  if (sources.length === 0) {
+    await removeAll(scratch);
+    throw new BundleError(`nothing to bundle: every source failed`);
+  }
 
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
@@ -148,9 +177,12 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     images.sort((a, b) => a.refName.localeCompare(b.refName));
     for (const img of images) writer.addImage(img);
     progress.phase('writing manifest');
+    const skipped = openshift?.skipped ?? [];
     const result = await writer.finish({
       tool: { name: TOOL_NAME, version: TOOL_VERSION },
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
+      sources: openshift?.records(new Map(images.map((i) => [i.refName, i]))),
+      skipped,
     });
     progress.finishPhase();
     const stats = sumStats([...engines.values()].map((e) => e.stats));
@@ -165,6 +197,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       seconds: (Date.now() - started) / 1000,
       stats,
       failed,
+      skipped,
     };
     if (opts.json) printJson(summary);
     else if (!opts.quiet) {
@@ -174,6 +207,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
     }
+    if (!opts.json) for (const s of skipped) process.stdout.write(`SKIPPED ${s.source}: ${s.reason} (needed by ${s.neededBy.join(', ')})\n`);
     if (failed.length > 0) {
       if (!opts.json) for (const f of failed) process.stdout.write(`NOT BUNDLED ${f.source}: ${f.error}\n`);
       return 1;
@@ -183,7 +217,26 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     progress.finishPhase(false);
     await writer.abort();
     throw err;
+  } finally {
+    await removeAll(scratch);
   }
+}
+
+/** Images named twice (in `images` and by a release, say) are carried once. */
+function mergeSources(a: SourceImage[], b: SourceImage[]): SourceImage[] {
+  const seen = new Map<string, SourceImage>();
+  for (const img of [...a, ...b]) {
+    const prior = seen.get(img.refName);
+    if (prior && prior.root.desc.digest !== img.root.desc.digest) {
+      throw new BundleError(`two different images would both be called ${img.refName} in the bundle`);
+    }
+    if (!prior) seen.set(img.refName, img);
+  }
+  return [...seen.values()];
+}
+
+async function removeAll(dirs: string[]): Promise<void> {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 }
 
 function sumStats(all: CopyStats[]): CopyStats {

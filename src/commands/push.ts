@@ -8,6 +8,7 @@ import { CopyEngine } from '../copy/engine.js';
 import { parseReference, repositoryName } from '../oci/reference.js';
 import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';
 import { writeMirrorFiles, type MirrorMapping } from '../push/mirror-files.js';
+import { deliverOpenShift, openShiftDestinations, releaseSourceRepositories, type Destination, type OpenShiftReport } from '../push/openshift.js';
 import { loadTrustedKeys } from '../sign/keys.js';
 import { createRegistryStore } from '../store/registry-store.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
@@ -30,6 +31,8 @@ export interface PushOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   destAuthfile?: string;
+  /** Repository (under the --to prefix) for OpenShift release payloads and components. */
+  releaseRepo?: string;
 }
 
 export interface PushItem {
@@ -38,10 +41,15 @@ export interface PushItem {
   tags: string[];
   /** First destination reference, `host/repo:tag`. */
   destination: string;
+  /** False for artifacts clusters do not pull (release signatures): no mirror-file entry. */
+  mirror?: boolean;
 }
 
-export function planPush(images: BundleImage[], target: PushTarget): PushItem[] {
+/** Where each image goes; `overrides` (by refName) come from source kinds with a layout of their own. */
+export function planPush(images: BundleImage[], target: PushTarget, overrides?: ReadonlyMap<string, Destination>): PushItem[] {
   return images.map((image) => {
+    const o = overrides?.get(image.refName);
+    if (o) return { image, repository: o.repository, tags: [...o.tags], destination: `${target.registry}/${o.repository}:${o.tags[0]}`, mirror: o.mirror };
     const repository = destinationRepository(target, sourceRepository(image));
     const tags = image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)];
     return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}` };
@@ -91,7 +99,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     }
     if (!trusted) progress.warn('--insecure-skip-signature: pushing without checking who made this bundle');
     const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
-    const plan = planPush(manifest.images, target);
+    const plan = planPush(manifest.images, target, openShiftDestinations(manifest, target, opts.releaseRepo));
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
@@ -131,7 +139,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
 
     const mappings: MirrorMapping[] = pushed
       // Images from OCI layouts count when they are named by a full reference (registry host included).
-      .filter((p) => p.image.origin === 'registry' || namesRegistry(p.image.source))
+      .filter((p) => p.mirror !== false && (p.image.origin !== 'oci-layout' || namesRegistry(p.image.source)))
       .map((p) => {
         const src = parseReference(p.image.source);
         return {
@@ -144,7 +152,14 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         };
       });
     const outDir = resolvePath(opts.outDir);
-    const files = pushed.length > 0 ? await writeMirrorFiles(outDir, mappings, { insecure: opts.destTlsVerify === false }) : [];
+    const files =
+      pushed.length > 0 ? await writeMirrorFiles(outDir, mappings, { insecure: opts.destTlsVerify === false, installConfigSources: releaseSourceRepositories(manifest) }) : [];
+    let openshift: OpenShiftReport = {};
+    if (manifest.sources || manifest.skipped) {
+      const delivered = await deliverOpenShift({ manifest, reader, target, outDir, pushed: new Map(pushed.map((p) => [p.image.refName, p])) });
+      openshift = delivered.report;
+      files.push(...delivered.files);
+    }
     const summary = {
       bundle: file,
       target: opts.to,
@@ -153,6 +168,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       stats: engine.stats,
       outDir: files.length ? outDir : null,
       files,
+      ...openshift,
       seconds: (Date.now() - started) / 1000,
     };
     if (opts.json) printJson(summary);
@@ -164,6 +180,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
           `${s.imagesSkipped ? `, ${s.imagesSkipped} images already complete` : ''}, in ${summary.seconds.toFixed(1)} s\n`,
       );
       if (files.length) process.stdout.write(`mirror configuration in ${outDir}: ${files.map((f) => f.split('/').pop()).join(', ')}\n`);
+      printOpenShiftReport(openshift);
       for (const f of failures) process.stdout.write(`FAILED ${f.source}: ${f.error}\n`);
     }
     await dst.close();
@@ -171,4 +188,21 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
   } finally {
     await reader.close();
   }
+}
+
+/** What push did with each release, repository set and image stream, for people. */
+function printOpenShiftReport(r: OpenShiftReport): void {
+  const out = (s: string): boolean => process.stdout.write(`${s}\n`);
+  for (const rel of (r.releases ?? []) as { release: string; pushedTo: string | null; components: number; componentsPushed: number; componentsTo: string | null; signatures: number; skippedComponents: string[] }[]) {
+    out(`release ${rel.release} -> ${rel.pushedTo ?? 'NOT PUSHED'}: ${rel.componentsPushed} of ${rel.components} components (${rel.componentsTo ?? '-'}), ${rel.signatures} signatures`);
+    if (rel.skippedComponents.length) out(`  components skipped (--skip-missing): ${rel.skippedComponents.join(', ')}`);
+  }
+  for (const set of (r.repositories ?? []) as { registry: string; repositories: { repository: string; pushedTo: string; tags: string[] }[] }[]) {
+    out(`repositories of ${set.registry}: ${set.repositories.length} repositories, ${set.repositories.reduce((n, x) => n + x.tags.length, 0)} tags`);
+    for (const x of set.repositories) out(`  ${x.repository} -> ${x.pushedTo} (${x.tags.join(', ')})`);
+  }
+  for (const s of (r.imageStreams ?? []) as { name: string; pushed: boolean; tags: { tag: string; pushedTo: string | null }[] }[]) {
+    out(`image stream ${s.name}: ${s.pushed ? 'pushed' : 'NOT CARRIED (in skippedImagestreams)'}${s.tags.length ? ` (${s.tags.map((t) => `${t.tag} -> ${t.pushedTo ?? '-'}`).join(', ')})` : ''}`);
+  }
+  for (const s of r.skipped ?? []) out(`SKIPPED at create ${s.source}: ${s.reason} (needed by ${s.neededBy.join(', ')})`);
 }

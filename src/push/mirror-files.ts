@@ -6,6 +6,9 @@
  *   itms.yaml         ImageTagMirrorSet, only when some image was named by tag
  *   icsp.yaml         legacy ImageContentSourcePolicy (operator.openshift.io/v1alpha1)
  *   registries.conf   containers-registries.conf(5) v2 drop-in for podman/CRI-O hosts
+ *   install-config-digest-sources.yaml / install-config-content-sources.yaml
+ *                     `imageDigestSources` / `imageContentSources` for install-config.yaml,
+ *                     for the repositories `installConfigSources` names (an OpenShift release's)
  *
  * Every file starts with comment lines saying what it is and how to apply it.
  */
@@ -36,6 +39,8 @@ export interface MirrorFileOptions {
   insecure?: boolean;
   /** metadata.name of the cluster objects, and the drop-in's name. Default `airgap-bundle`. */
   name?: string;
+  /** Source repositories to list in the install-config.yaml snippets (an OpenShift release's payload and component repositories). */
+  installConfigSources?: string[];
 }
 
 export const DEFAULT_MIRROR_SET_NAME = 'airgap-bundle';
@@ -46,6 +51,8 @@ const FILES = {
   itms: 'itms.yaml',
   icsp: 'icsp.yaml',
   registriesConf: 'registries.conf',
+  digestSources: 'install-config-digest-sources.yaml',
+  contentSources: 'install-config-content-sources.yaml',
 } as const;
 
 /** A Kubernetes object name (DNS-1123 subdomain). */
@@ -100,10 +107,15 @@ function header(lines: string[]): string {
   return lines.map((l) => (l ? `# ${l}` : '#')).join('\n') + '\n';
 }
 
-function yamlFile(comment: string[], obj: unknown): string {
-  const doc = new Document(obj);
-  doc.commentBefore = comment.map((l) => ` ${l}`).join('\n');
-  return doc.toString({ lineWidth: 0 });
+/** YAML documents (one or several, `---` between them) under comment lines. */
+export function yamlFile(comment: string[], ...objs: unknown[]): string {
+  return objs
+    .map((obj, i) => {
+      const doc = new Document(obj);
+      if (i === 0) doc.commentBefore = comment.map((l) => ` ${l}`).join('\n');
+      return doc.toString({ lineWidth: 0 });
+    })
+    .join('---\n');
 }
 
 /** A TOML basic string. */
@@ -226,5 +238,22 @@ export async function writeMirrorFiles(outDir: string, mappings: MirrorMapping[]
     }
   }
   await write(FILES.registriesConf, toml.join('\n'));
+
+  const installSources = new Set(opts.installConfigSources ?? []);
+  const installEntries = digestEntries.filter((e) => installSources.has(e.source)).map((e) => ({ mirrors: e.mirrors, source: e.source }));
+  if (installEntries.length > 0) {
+    await write(
+      FILES.digestSources,
+      yamlFile(['For install-config.yaml (OpenShift 4.14+): the installer pulls the release from the mirror.', 'Paste this key into install-config.yaml.'], {
+        imageDigestSources: installEntries,
+      }),
+    );
+    await write(
+      FILES.contentSources,
+      yamlFile(['For install-config.yaml (OpenShift 4.13 and older): the legacy form of install-config-digest-sources.yaml. Use one or the other.'], {
+        imageContentSources: installEntries,
+      }),
+    );
+  }
   return written;
 }

@@ -4,6 +4,7 @@
  * resolved before any blob is downloaded so that a typo fails in seconds.
  */
 import { basename, resolve as resolvePath } from 'node:path';
+import type { ImageOrigin } from '../bundle/manifest.js';
 import type { CopyRoot } from '../copy/engine.js';
 import { mapLimit } from '../copy/limit.js';
 import { formatReference, parseReference, referenceSelector, repositoryName } from '../oci/reference.js';
@@ -30,7 +31,7 @@ export interface SourceImage {
   source: string;
   /** The name index.json gives it. */
   refName: string;
-  origin: 'registry' | 'oci-layout';
+  origin: ImageOrigin;
   tags: string[];
 }
 
@@ -83,10 +84,7 @@ export async function resolveImages(
         })
       ).flat()
     : [];
-  if (failures.length > 0 && !keepGoing) {
-    const lines = failures.map((f) => `${f.source}: ${f.error}`);
-    throw new BundleError(lines.length === 1 ? `cannot resolve ${lines[0]}` : `cannot resolve ${lines.length} sources:\n  ${lines.join('\n  ')}`);
-  }
+  if (failures.length > 0 && !keepGoing) throw resolutionError(failures);
   const all = [...resolved, ...companions, ...fromLayouts];
   const seen = new Map<string, SourceImage>();
   for (const img of all) {
@@ -97,6 +95,12 @@ export async function resolveImages(
     seen.set(img.refName, img);
   }
   return { images: [...seen.values()], failures };
+}
+
+/** One error naming every source that could not be resolved. */
+export function resolutionError(failures: ResolveFailure[]): BundleError {
+  const lines = failures.map((f) => `${f.source}: ${f.error}`);
+  return new BundleError(lines.length === 1 ? `cannot resolve ${lines[0]}` : `cannot resolve ${lines.length} sources:\n  ${lines.join('\n  ')}`);
 }
 
 async function resolveRegistryImage(spec: ImageSpec, registryStore: RegistryStoreFactory): Promise<SourceImage> {
