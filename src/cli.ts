@@ -52,7 +52,7 @@ ${EXIT_DOC}`,
       .option('-f, --force', 'replace the output file if it exists')
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
-      .option('--skip-missing', 'an image a release, catalog or image stream names but its registry no longer has is recorded as skipped (with who needed it), not a failure')
+      .option('--skip-missing', "record an image a source needs (a devfile stack's, a release's, a catalog's, an image stream's) that its registry no longer has as skipped, listed by create and push, instead of failing")
       .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))

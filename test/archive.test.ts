@@ -227,7 +227,7 @@ describe('ArchiveWriter + ArchiveReader: a full bundle', () => {
     try {
       assert.equal(r.fileSize, (await stat(file)).size);
       assert.equal(r.manifest.kind, 'AirgapBundleManifest');
-      assert.equal(r.manifest.formatVersion, '1.0');
+      assert.equal(r.manifest.formatVersion, '1.1');
       assert.equal(r.manifest.created, '2024-05-01T12:00:00Z');
       assert.deepEqual(r.manifest.tool, TOOL);
       assert.deepEqual(

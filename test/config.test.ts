@@ -196,7 +196,7 @@ describe('config: refusals', () => {
     await refused('', /^FILE: the config is empty; expected apiVersion: airgap\.bundle\/v1alpha1/);
     await refused('# just a comment\n', /^FILE: the config is empty/);
     await refused('- alpine\n', /^FILE:1: expected a mapping with apiVersion, kind and what to bundle/);
-    await refused(HEAD, /^FILE: nothing to bundle: the config lists no images and no ociLayouts$/);
+    await refused(HEAD, /^FILE: nothing to bundle: the config lists no images, ociLayouts, releases, operators, repositories or imageStreams$/);
     await refused(HEAD + 'images: []\nociLayouts: []\n', /^FILE: nothing to bundle/);
   });
 

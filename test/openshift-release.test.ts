@@ -151,10 +151,10 @@ describe('release: create and push', () => {
   });
 
   it('reports where the release went', () => {
-    const rel = (pushJson['releases'] as { release: string; pushedTo: string; componentsPushed: number; signatures: number }[])[0]!;
+    const rel = (pushJson['sources'] as { releases: { release: string; pushedTo: string; components: number; signatures: number }[] }).releases[0]!;
     assert.equal(rel.release, releaseRef);
     assert.equal(rel.pushedTo, `${dst.host}/mirror/openshift/release:${VERSION}-x86_64`);
-    assert.equal(rel.componentsPushed, 22);
+    assert.equal(rel.components, 22);
     assert.equal(rel.signatures, 2);
   });
 });
@@ -198,9 +198,9 @@ describe('release: a component missing from the source', () => {
 
     r = await runBundle(['push', out, '--to', `${dst.host}/skip`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'out-skip'), '--json']);
     assert.equal(r.code, 0, r.stderr);
-    const report = JSON.parse(r.stdout) as { skipped: { source: string }[]; releases: { skippedComponents: string[] }[] };
+    const report = JSON.parse(r.stdout) as { skipped: { source: string }[]; sources: { releases: { skippedComponents: string[] }[] } };
     assert.deepEqual(report.skipped.map((s) => s.source), [missing]);
-    assert.deepEqual(report.releases[0]!.skippedComponents, ['gone-operator']);
+    assert.deepEqual(report.sources.releases[0]!.skippedComponents, ['gone-operator']);
     r = await runBundle(['push', out, '--to', `${dst.host}/skip`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'out-skip')]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.stdout.includes(`SKIPPED at create ${missing}`), r.stdout);

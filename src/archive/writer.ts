@@ -12,6 +12,7 @@ import {
   SIGNATURE_MEMBER,
   type BundleImage,
   type BundleManifest,
+  type SkippedImage,
   type BundleMember,
 } from '../bundle/manifest.js';
 import type { Descriptor } from '../oci/types.js';
@@ -54,9 +55,10 @@ export interface FinishOptions {
   tool: { name: string; version: string };
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
-  /** Each source kind's record (`sources[kind]`), and the images left out with --skip-missing. */
-  sources?: BundleManifest['sources'];
-  skipped?: BundleManifest['skipped'];
+  /** Source kinds' records (`manifest.sources`), when any kind made one. */
+  sources?: Record<string, unknown>;
+  /** Images skipped under --skip-missing (`manifest.skipped`). */
+  skipped?: SkippedImage[];
 }
 
 export interface ArchiveProgress {
@@ -222,8 +224,8 @@ export class ArchiveWriter implements WritableContentStore {
         tool: { name: opts.tool.name, version: opts.tool.version },
         members: this.members.map((m) => ({ ...m })),
         images: this.images.map((i) => ({ ...i })),
-        ...(opts.sources && Object.keys(opts.sources).length > 0 ? { sources: opts.sources } : {}),
-        ...(opts.skipped && opts.skipped.length > 0 ? { skipped: opts.skipped } : {}),
+        ...(opts.sources && Object.keys(opts.sources).length ? { sources: opts.sources } : {}),
+        ...(opts.skipped?.length ? { skipped: opts.skipped } : {}),
       };
       const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
       const payload = manifestBytes.toString('base64');

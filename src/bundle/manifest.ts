@@ -4,7 +4,7 @@
  * in spec/airgap-format.md.
  */
 export const MANIFEST_PAYLOAD_TYPE = 'application/vnd.airgap.bundle.manifest.v1+json';
-export const FORMAT_VERSION = '1.0';
+export const FORMAT_VERSION = '1.1';
 
 /** Member paths of the control files at the end of the archive. */
 export const MANIFEST_MEMBER = 'airgap/manifest.json';
@@ -21,8 +21,6 @@ export interface BundleMember {
   offset: number;
 }
 
-export type ImageOrigin = 'registry' | 'oci-layout' | 'release' | 'operator' | 'repository' | 'imagestream';
-
 export interface BundleImage {
   /** The reference as the config named it, fully qualified (`docker.io/library/alpine:3.20`). */
   source: string;
@@ -37,10 +35,10 @@ export interface BundleImage {
   /** Tags the image was known by at the source. */
   tags: string[];
   /**
-   * Where it came from: `registry` or `oci-layout` (the `images` and `ociLayouts`
-   * sections), or the source kind that asked for it.
+   * Where it came from: `registry`, `oci-layout`, or the source kind that asked for
+   * it (`devfile`: an image a devfile stack needs, or an artifact built from a stack).
    */
-  origin: ImageOrigin;
+  origin: string;
   /**
    * Set when `platforms` picked some platforms out of an index: the source
    * index's digest. `digest` then names the one platform manifest kept, or an
@@ -59,15 +57,17 @@ export interface BundleManifest {
   /** Every member of the archive except the manifest and its signature. */
   members: BundleMember[];
   images: BundleImage[];
-  /** Each source kind's record, keyed by its config section (`releases`, `operators`, ...). */
+  /** Format 1.1: each source kind's record (what push needs to deliver it), by kind. */
   sources?: Record<string, unknown>;
-  /** Images left out with `--skip-missing`: the source no longer had them. */
+  /** Format 1.1: images left out under `--skip-missing`, reported again by push. */
   skipped?: SkippedImage[];
 }
 
+/** An image a source needed that could not be found (create --skip-missing). */
 export interface SkippedImage {
+  /** The reference that could not be pulled. */
   source: string;
   reason: string;
-  /** Who named it: `release quay.io/...:4.15.0-x86_64 (component cli)`, a catalog's bundle, an image stream. */
+  /** Who needed it, e.g. `devfile stack nodejs 2.1.1 (component runtime, stacks/nodejs/2.1.1/devfile.yaml)`. */
   neededBy: string[];
 }

@@ -4,17 +4,17 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, type LoadedConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { createRegistryStore } from '../store/registry-store.js';
 import type { RegistryOptions } from '../registry/options.js';
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
-import { resolutionError, resolveImages, type SourceImage } from '../sources/images.js';
-import { hasOpenShiftSections, planOpenShift, type OpenShiftPlan } from '../sources/openshift.js';
+import { SOURCE_KINDS } from '../sources/index.js';
+import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
 import type { ContentStore } from '../store/store.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
@@ -27,7 +27,7 @@ export interface CreateOptions extends OutputOptions {
   signKey?: string;
   force?: boolean;
   continueOnError?: boolean;
-  /** Images a release, catalog or image stream names that the source no longer has are recorded as skipped. */
+  /** Record images a source needs that cannot be found as skipped, instead of failing. */
   skipMissing?: boolean;
   /** Carry cosign signatures, attestations and SBOMs (commander's --no-signatures sets false). */
   signatures: boolean;
@@ -77,49 +77,94 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     return s;
   };
 
-  progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
+  const created = sourceDateEpoch() ?? new Date();
+  const scratch: string[] = [];
+  const ctx: CreateContext = {
+    configDir: dirname(config.path),
+    storeFor,
+    concurrency: opts.concurrency,
+    keepGoing: !!opts.continueOnError,
+    skipMissing: !!opts.skipMissing,
+    signatures: opts.signatures,
+    created,
+    progress,
+    async tempDir() {
+      const d = await mkdtemp(join(tmpdir(), 'bundle-create-'));
+      scratch.push(d);
+      return d;
+    },
+  };
+  try {
+    return await createFromSources(config, ctx, opts, output, signer, started);
+  } finally {
+    await Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true })));
+  }
+}
+
+/** SOURCE_DATE_EPOCH (seconds), for reproducible artifacts; undefined when unset. */
+function sourceDateEpoch(): Date | undefined {
+  const v = process.env.SOURCE_DATE_EPOCH;
+  if (!v) return undefined;
+  if (!/^\d+$/.test(v)) throw new UsageError(`SOURCE_DATE_EPOCH=${v}: expected whole seconds since 1970`);
+  return new Date(Number(v) * 1000);
+}
+
+/** Plan every source kind the config names, all before anything is downloaded. */
+async function planSources(config: LoadedConfig, ctx: CreateContext): Promise<{ kind: string; plan: SourcePlan }[]> {
+  const planned: { kind: string; plan: SourcePlan }[] = [];
+  for (const kind of SOURCE_KINDS) {
+    const section: unknown = kind.section(config);
+    if (section === undefined) continue;
+    planned.push({ kind: kind.kind, plan: await kind.plan(section, ctx) });
+  }
+  return planned;
+}
+
+/** One image per refName across kinds (two kinds may need the same image). */
+function mergeImages(planned: { plan: SourcePlan }[]): SourceImage[] {
+  const seen = new Map<string, SourceImage>();
+  for (const { plan } of planned) {
+    for (const img of plan.images) {
+      const prior = seen.get(img.refName);
+      if (prior && prior.root.desc.digest !== img.root.desc.digest) {
+        throw new BundleError(`two different images would both be called ${img.refName} in the bundle (${prior.root.desc.digest} and ${img.root.desc.digest})`);
+      }
+      if (!prior) seen.set(img.refName, img);
+    }
+  }
+  return [...seen.values()];
+}
+
+async function createFromSources(
+  config: LoadedConfig,
+  ctx: CreateContext,
+  opts: CreateOptions,
+  output: string,
+  signer: KeyObject | undefined,
+  started: number,
+): Promise<number> {
+  const { progress } = ctx;
+  progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
+  let planned: { kind: string; plan: SourcePlan }[];
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
-  let openshift: OpenShiftPlan | undefined;
-  const scratch: string[] = [];
   try {
-    const withOpenShift = hasOpenShiftSections(config);
-    // With OpenShift sections every failure of every section is reported together, below.
-    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError || withOpenShift, opts.signatures);
-    sources = resolved.images;
-    failed.push(...resolved.failures);
-    if (withOpenShift) {
-      openshift = await planOpenShift(config, {
-        configDir: dirname(config.path),
-        storeFor,
-        concurrency: opts.concurrency,
-        skipMissing: !!opts.skipMissing,
-        progress,
-        tempDir: async () => {
-          const d = await mkdtemp(join(tmpdir(), 'bundle-create-'));
-          scratch.push(d);
-          return d;
-        },
-      });
-      sources = mergeSources(sources, openshift.images);
-      failed.push(...openshift.failures);
-      if (failed.length > 0 && !opts.continueOnError) throw resolutionError(failed);
-    }
+    planned = await planSources(config, ctx);
+    sources = mergeImages(planned);
+    for (const { plan } of planned) failed.push(...plan.failures);
   } catch (err) {
     progress.finishPhase(false);
-    await removeAll(scratch);
     throw err;
   }
+  const skipped = planned.flatMap(({ plan }) => plan.skipped);
   progress.finishPhase(failed.length === 0);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
-  if (sources.length === 0) {
-    await removeAll(scratch);
-    throw new BundleError(`nothing to bundle: every source failed`);
-  }
+  for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
+  if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
-  const opening = ArchiveWriter.create(output, { level: opts.level });
+  const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created });
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
     void opening
@@ -176,12 +221,17 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));
     for (const img of images) writer.addImage(img);
+    const copied = new Map(images.map((i) => [i.refName, i]));
+    const records: Record<string, unknown> = {};
+    for (const { kind, plan } of planned) {
+      const record = plan.record?.(copied);
+      if (record !== undefined) records[kind] = record;
+    }
     progress.phase('writing manifest');
-    const skipped = openshift?.skipped ?? [];
     const result = await writer.finish({
       tool: { name: TOOL_NAME, version: TOOL_VERSION },
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
-      sources: openshift?.records(new Map(images.map((i) => [i.refName, i]))),
+      sources: records,
       skipped,
     });
     progress.finishPhase();
@@ -207,7 +257,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
     }
-    if (!opts.json) for (const s of skipped) process.stdout.write(`SKIPPED ${s.source}: ${s.reason} (needed by ${s.neededBy.join(', ')})\n`);
+    if (!opts.json) for (const sk of skipped) process.stdout.write(`SKIPPED ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
     if (failed.length > 0) {
       if (!opts.json) for (const f of failed) process.stdout.write(`NOT BUNDLED ${f.source}: ${f.error}\n`);
       return 1;
@@ -217,26 +267,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     progress.finishPhase(false);
     await writer.abort();
     throw err;
-  } finally {
-    await removeAll(scratch);
   }
-}
-
-/** Images named twice (in `images` and by a release, say) are carried once. */
-function mergeSources(a: SourceImage[], b: SourceImage[]): SourceImage[] {
-  const seen = new Map<string, SourceImage>();
-  for (const img of [...a, ...b]) {
-    const prior = seen.get(img.refName);
-    if (prior && prior.root.desc.digest !== img.root.desc.digest) {
-      throw new BundleError(`two different images would both be called ${img.refName} in the bundle`);
-    }
-    if (!prior) seen.set(img.refName, img);
-  }
-  return [...seen.values()];
-}
-
-async function removeAll(dirs: string[]): Promise<void> {
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 }
 
 function sumStats(all: CopyStats[]): CopyStats {

@@ -8,9 +8,10 @@ import { CopyEngine } from '../copy/engine.js';
 import { parseReference, repositoryName } from '../oci/reference.js';
 import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';
 import { writeMirrorFiles, type MirrorMapping } from '../push/mirror-files.js';
-import { deliverOpenShift, openShiftDestinations, releaseSourceRepositories, type Destination, type OpenShiftReport } from '../push/openshift.js';
 import { loadTrustedKeys } from '../sign/keys.js';
 import { createRegistryStore } from '../store/registry-store.js';
+import { PUSH_PARTS } from '../sources/index.js';
+import type { PushPart } from '../sources/source.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -31,8 +32,6 @@ export interface PushOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   destAuthfile?: string;
-  /** Repository (under the --to prefix) for OpenShift release payloads and components. */
-  releaseRepo?: string;
 }
 
 export interface PushItem {
@@ -45,14 +44,21 @@ export interface PushItem {
   mirror?: boolean;
 }
 
-/** Where each image goes; `overrides` (by refName) come from source kinds with a layout of their own. */
-export function planPush(images: BundleImage[], target: PushTarget, overrides?: ReadonlyMap<string, Destination>): PushItem[] {
+export function planPush(
+  images: BundleImage[],
+  target: PushTarget,
+  parts: { part: PushPart; record: unknown }[] = [],
+  options: Record<string, unknown> = {},
+): PushItem[] {
+  const overrides = new Map<string, { repository: string; tags: string[]; mirror?: boolean }>();
+  for (const { part, record } of parts) {
+    for (const [ref, d] of part.destinations?.(record, images, target, options) ?? []) overrides.set(ref, d);
+  }
   return images.map((image) => {
-    const o = overrides?.get(image.refName);
-    if (o) return { image, repository: o.repository, tags: [...o.tags], destination: `${target.registry}/${o.repository}:${o.tags[0]}`, mirror: o.mirror };
-    const repository = destinationRepository(target, sourceRepository(image));
-    const tags = image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)];
-    return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}` };
+    const o = overrides.get(image.refName);
+    const repository = o?.repository ?? destinationRepository(target, sourceRepository(image));
+    const tags = o?.tags ?? (image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)]);
+    return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}`, ...(o?.mirror === false ? { mirror: false } : {}) };
   });
 }
 
@@ -99,14 +105,21 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     }
     if (!trusted) progress.warn('--insecure-skip-signature: pushing without checking who made this bundle');
     const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
-    const plan = planPush(manifest.images, target, openShiftDestinations(manifest, target, opts.releaseRepo));
+    const parts = PUSH_PARTS.filter((p) => manifest.sources?.[p.kind] !== undefined);
+    const kindOptions = opts as unknown as Record<string, unknown>;
+    const fullPlan = planPush(manifest.images, target, parts.map((p) => ({ part: p, record: manifest.sources![p.kind] })), kindOptions);
+    // Images a kind delivers itself (e.g. a devfile stack's artifact, rewritten) are left to it.
+    const selfDelivered = new Set(parts.flatMap((p) => [...(p.delivers?.(manifest.sources![p.kind]) ?? [])]));
+    const plan = fullPlan.filter((p) => !selfDelivered.has(p.image.refName));
+    const skipped = manifest.skipped ?? [];
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
-      if (opts.json) printJson({ dryRun: true, target: opts.to, images: plan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes });
+      if (opts.json) printJson({ dryRun: true, target: opts.to, images: fullPlan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes, skipped });
       else {
         process.stdout.write(`would push ${plan.length} images (${humanBytes(totalBytes)} at most) to ${opts.to}:\n`);
-        for (const p of plan) process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')} (${p.image.digest})\n`);
+        for (const p of fullPlan) process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')} (${p.image.digest})\n`);
+        for (const sk of skipped) process.stdout.write(`SKIPPED at create ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
       }
       return 0;
     }
@@ -139,7 +152,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
 
     const mappings: MirrorMapping[] = pushed
       // Images from OCI layouts count when they are named by a full reference (registry host included).
-      .filter((p) => p.mirror !== false && (p.image.origin !== 'oci-layout' || namesRegistry(p.image.source)))
+      .filter((p) => p.mirror !== false && (p.image.origin === 'registry' || namesRegistry(p.image.source)))
       .map((p) => {
         const src = parseReference(p.image.source);
         return {
@@ -152,13 +165,36 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         };
       });
     const outDir = resolvePath(opts.outDir);
-    const files =
-      pushed.length > 0 ? await writeMirrorFiles(outDir, mappings, { insecure: opts.destTlsVerify === false, installConfigSources: releaseSourceRepositories(manifest) }) : [];
-    let openshift: OpenShiftReport = {};
-    if (manifest.sources || manifest.skipped) {
-      const delivered = await deliverOpenShift({ manifest, reader, target, outDir, pushed: new Map(pushed.map((p) => [p.image.refName, p])) });
-      openshift = delivered.report;
-      files.push(...delivered.files);
+    const files = pushed.length > 0 ? await writeMirrorFiles(outDir, mappings, { insecure: opts.destTlsVerify === false }) : [];
+
+    // Each source kind's part of the delivery (devfile registry, ...), after its images are in.
+    const byRef = new Map(manifest.images.map((i) => [i.refName, i]));
+    const planByRef = new Map(fullPlan.map((p) => [p.image.refName, p]));
+    const reports: Record<string, unknown> = {};
+    for (const part of parts) {
+      try {
+        const done = await part.deliver(manifest.sources![part.kind], {
+          reader,
+          dst,
+          target,
+          images: byRef,
+          destinationOf(image: BundleImage) {
+            const p = planByRef.get(image.refName);
+            if (!p) throw new BundleError(`${image.refName} is not in the bundle`);
+            return { repository: p.repository, tags: p.tags, reference: p.destination };
+          },
+          outDir,
+          options: kindOptions,
+          concurrency: opts.concurrency,
+          progress,
+        });
+        reports[part.kind] = done.report;
+        files.push(...done.files);
+        failures.push(...(done.failures ?? []));
+      } catch (err) {
+        failures.push({ source: part.kind, error: errorMessage(err) });
+        progress.warn(`${part.kind}: ${errorMessage(err)}`);
+      }
     }
     const summary = {
       bundle: file,
@@ -168,7 +204,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       stats: engine.stats,
       outDir: files.length ? outDir : null,
       files,
-      ...openshift,
+      skipped,
+      ...(Object.keys(reports).length ? { sources: reports } : {}),
       seconds: (Date.now() - started) / 1000,
     };
     if (opts.json) printJson(summary);
@@ -180,7 +217,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
           `${s.imagesSkipped ? `, ${s.imagesSkipped} images already complete` : ''}, in ${summary.seconds.toFixed(1)} s\n`,
       );
       if (files.length) process.stdout.write(`mirror configuration in ${outDir}: ${files.map((f) => f.split('/').pop()).join(', ')}\n`);
-      printOpenShiftReport(openshift);
+      for (const part of parts) part.printReport?.(reports[part.kind], process.stdout);
+      for (const sk of skipped) process.stdout.write(`SKIPPED at create ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
       for (const f of failures) process.stdout.write(`FAILED ${f.source}: ${f.error}\n`);
     }
     await dst.close();
@@ -188,21 +226,4 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
   } finally {
     await reader.close();
   }
-}
-
-/** What push did with each release, repository set and image stream, for people. */
-function printOpenShiftReport(r: OpenShiftReport): void {
-  const out = (s: string): boolean => process.stdout.write(`${s}\n`);
-  for (const rel of (r.releases ?? []) as { release: string; pushedTo: string | null; components: number; componentsPushed: number; componentsTo: string | null; signatures: number; skippedComponents: string[] }[]) {
-    out(`release ${rel.release} -> ${rel.pushedTo ?? 'NOT PUSHED'}: ${rel.componentsPushed} of ${rel.components} components (${rel.componentsTo ?? '-'}), ${rel.signatures} signatures`);
-    if (rel.skippedComponents.length) out(`  components skipped (--skip-missing): ${rel.skippedComponents.join(', ')}`);
-  }
-  for (const set of (r.repositories ?? []) as { registry: string; repositories: { repository: string; pushedTo: string; tags: string[] }[] }[]) {
-    out(`repositories of ${set.registry}: ${set.repositories.length} repositories, ${set.repositories.reduce((n, x) => n + x.tags.length, 0)} tags`);
-    for (const x of set.repositories) out(`  ${x.repository} -> ${x.pushedTo} (${x.tags.join(', ')})`);
-  }
-  for (const s of (r.imageStreams ?? []) as { name: string; pushed: boolean; tags: { tag: string; pushedTo: string | null }[] }[]) {
-    out(`image stream ${s.name}: ${s.pushed ? 'pushed' : 'NOT CARRIED (in skippedImagestreams)'}${s.tags.length ? ` (${s.tags.map((t) => `${t.tag} -> ${t.pushedTo ?? '-'}`).join(', ')})` : ''}`);
-  }
-  for (const s of r.skipped ?? []) out(`SKIPPED at create ${s.source}: ${s.reason} (needed by ${s.neededBy.join(', ')})`);
 }

@@ -102,9 +102,17 @@ export interface LoadedConfig {
   operators: ConfigOperatorCatalog[];
   repositories: ConfigRepositorySet[];
   imageStreams: ConfigImageStreamFile[];
+  /**
+   * Every other top-level section (a source kind's, e.g. `devfile`), as validated by
+   * the schema; each kind reads its own (src/sources/).
+   */
+  sections: Record<string, unknown>;
   /** Non-fatal remarks (merged duplicates), each one line with file and line number. */
   warnings: string[];
 }
+
+/** The OpenShift sections, read here with their references normalised and files found. */
+const OPENSHIFT_SECTIONS = ['releases', 'operators', 'repositories', 'imageStreams'] as const;
 
 /** The config as the schema describes it. */
 interface RawConfig {
@@ -342,11 +350,15 @@ export async function parseConfig(text: string, file: string, baseDir: string): 
 
   const openshift = await openShiftSections(raw, baseDir, loc, problems);
   if (problems.length > 0) refuse(file, problems);
-  const count = images.length + ociLayouts.length + openshift.releases.length + openshift.operators.length + openshift.repositories.length + openshift.imageStreams.length;
+  const sections: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(raw)) {
+    if (!['apiVersion', 'kind', 'images', 'ociLayouts', ...OPENSHIFT_SECTIONS].includes(key) && v !== undefined && v !== null) sections[key] = v;
+  }
+  const count = images.length + ociLayouts.length + Object.keys(sections).length + OPENSHIFT_SECTIONS.reduce((n, k) => n + openshift[k].length, 0);
   if (count === 0) {
     refuse(file, [{ text: 'nothing to bundle: the config lists no images, ociLayouts, releases, operators, repositories or imageStreams' }]);
   }
-  return { path: path.resolve(file), images, ociLayouts, ...openshift, warnings };
+  return { path: path.resolve(file), images, ociLayouts, ...openshift, sections, warnings };
 }
 
 /** The OpenShift sections: references and regular expressions checked, ImageStream files found. */

@@ -3,12 +3,11 @@
  * (bounded), each remembering who needs it, so that a missing one is reported
  * (or, with `--skip-missing`, skipped) naming its release, catalog or bundle.
  */
-import type { ImageOrigin } from '../bundle/manifest.js';
 import { mapLimit } from '../copy/limit.js';
 import { formatReference, parseReference, referenceSelector, repositoryName } from '../oci/reference.js';
-import type { ResolveFailure, SourceImage } from '../sources/images.js';
+import { resolutionError } from '../sources/images.js';
+import type { CreateContext, ResolveFailure, SkippedImage, SourceImage, SourcePlan } from '../sources/source.js';
 import { errorMessage, NotFoundError } from '../util/errors.js';
-import type { KindContext, SkippedImage } from './context.js';
 
 /** Image references (as written) and who needs each. */
 export class NeededImages {
@@ -45,7 +44,7 @@ export interface ResolvedNeeded {
  * have is skipped with `ctx.skipMissing`, else a failure naming who needs it;
  * any other error is a failure.
  */
-export async function resolveNeeded(needed: NeededImages, ctx: KindContext, origin: ImageOrigin, platforms?: string[]): Promise<ResolvedNeeded> {
+export async function resolveNeeded(needed: NeededImages, ctx: CreateContext, origin: string, platforms?: string[]): Promise<ResolvedNeeded> {
   const out: ResolvedNeeded = { images: [], failures: [], skipped: [] };
   await mapLimit(needed.refs(), ctx.concurrency, async (source) => {
     const who = needed.neededBy(source);
@@ -73,4 +72,10 @@ export async function resolveNeeded(needed: NeededImages, ctx: KindContext, orig
   });
   out.images.sort((a, b) => a.source.localeCompare(b.source));
   return out;
+}
+
+/** A kind's plan as it stands: every failure at once, thrown unless --continue-on-error. */
+export function finishPlan<P extends SourcePlan>(plan: P, ctx: CreateContext): P {
+  if (plan.failures.length > 0 && !ctx.keepGoing) throw resolutionError(plan.failures);
+  return plan;
 }

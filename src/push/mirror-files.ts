@@ -6,9 +6,11 @@
  *   itms.yaml         ImageTagMirrorSet, only when some image was named by tag
  *   icsp.yaml         legacy ImageContentSourcePolicy (operator.openshift.io/v1alpha1)
  *   registries.conf   containers-registries.conf(5) v2 drop-in for podman/CRI-O hosts
- *   install-config-digest-sources.yaml / install-config-content-sources.yaml
- *                     `imageDigestSources` / `imageContentSources` for install-config.yaml,
- *                     for the repositories `installConfigSources` names (an OpenShift release's)
+ *
+ * and, for an OpenShift release (writeInstallConfigSources):
+ *
+ *   install-config-digest-sources.yaml   `imageDigestSources` for install-config.yaml (4.14+)
+ *   install-config-content-sources.yaml  `imageContentSources`, the older form
  *
  * Every file starts with comment lines saying what it is and how to apply it.
  */
@@ -39,8 +41,6 @@ export interface MirrorFileOptions {
   insecure?: boolean;
   /** metadata.name of the cluster objects, and the drop-in's name. Default `airgap-bundle`. */
   name?: string;
-  /** Source repositories to list in the install-config.yaml snippets (an OpenShift release's payload and component repositories). */
-  installConfigSources?: string[];
 }
 
 export const DEFAULT_MIRROR_SET_NAME = 'airgap-bundle';
@@ -238,22 +238,37 @@ export async function writeMirrorFiles(outDir: string, mappings: MirrorMapping[]
     }
   }
   await write(FILES.registriesConf, toml.join('\n'));
+  return written;
+}
 
-  const installSources = new Set(opts.installConfigSources ?? []);
-  const installEntries = digestEntries.filter((e) => installSources.has(e.source)).map((e) => ({ mirrors: e.mirrors, source: e.source }));
-  if (installEntries.length > 0) {
-    await write(
+/**
+ * The install-config.yaml snippets for a mirrored release: `imageDigestSources`
+ * (4.14+) and `imageContentSources` (older), each `{mirrors, source}` per source
+ * repository, as `oc adm release mirror` prints them. Returns the paths written.
+ */
+export async function writeInstallConfigSources(outDir: string, sources: ReadonlyMap<string, Iterable<string>>): Promise<string[]> {
+  const entries = sortedUnique(sources.keys()).map((source) => ({ mirrors: sortedUnique(sources.get(source)!), source }));
+  if (entries.length === 0) return [];
+  await mkdir(outDir, { recursive: true });
+  const files: [string, string][] = [
+    [
       FILES.digestSources,
-      yamlFile(['For install-config.yaml (OpenShift 4.14+): the installer pulls the release from the mirror.', 'Paste this key into install-config.yaml.'], {
-        imageDigestSources: installEntries,
+      yamlFile(['For install-config.yaml (OpenShift 4.14+): the installer pulls the release from the mirror.', 'Copy this key into install-config.yaml.'], {
+        imageDigestSources: entries,
       }),
-    );
-    await write(
+    ],
+    [
       FILES.contentSources,
       yamlFile(['For install-config.yaml (OpenShift 4.13 and older): the legacy form of install-config-digest-sources.yaml. Use one or the other.'], {
-        imageContentSources: installEntries,
+        imageContentSources: entries,
       }),
-    );
+    ],
+  ];
+  const written: string[] = [];
+  for (const [file, content] of files) {
+    const p = path.join(outDir, file);
+    await writeFile(p, content, 'utf8');
+    written.push(p);
   }
   return written;
 }

@@ -1,83 +1,52 @@
 /**
- * Push's OpenShift part: where release payloads and components land (the
- * `oc adm release mirror` layout), and, once the images are in, the files for
- * the cluster: the release signature ConfigMaps, CatalogSources, the samples
- * operator patch; the install-config snippets and mirror sets come from the
- * one mirror-files writer.
+ * Push's OpenShift parts, one per source kind:
+ *
+ * - releases: payloads to `<release repo>:<version>-<arch>`, components to
+ *   `<release repo>:<version>-<arch>-<component>` (the `oc adm release mirror`
+ *   layout; `--release-repo`, default `openshift/release`, under the --to prefix),
+ *   signatures beside them; writes the signature ConfigMaps
+ *   (release-signatures.yaml) and the install-config.yaml snippets;
+ * - repositories: a report of what went where;
+ * - imageStreams: the samples operator patch (samples-operator-patch.yaml).
+ *
+ * The mirror sets (idms.yaml, ...) for all of them come from the one mirror-files writer.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { BundleImage, BundleManifest } from '../bundle/manifest.js';
+import type { BundleImage } from '../bundle/manifest.js';
 import { formatReference, parseReference, repositoryName } from '../oci/reference.js';
 import { signatureConfigMap, signatureLayers } from '../openshift/signatures.js';
+import type { ImageStreamFileRecord } from '../sources/imagestreams.js';
 import type { ReleaseRecord } from '../sources/release.js';
 import type { RepositorySetRecord } from '../sources/repositories.js';
-import type { ImageStreamFileRecord } from '../sources/imagestreams.js';
+import type { PushContext, PushPart } from '../sources/source.js';
 import type { ContentStore } from '../store/store.js';
 import { verified, verifyBuffer } from '../util/digest.js';
-import { BundleError } from '../util/errors.js';
-import { destinationRepository, type PushTarget } from './destination.js';
-import { yamlFile } from './mirror-files.js';
+import { UsageError } from '../util/errors.js';
+import type { PushTarget } from './destination.js';
+import { writeInstallConfigSources, yamlFile } from './mirror-files.js';
 
 export const DEFAULT_RELEASE_REPO = 'openshift/release';
-
-export interface Destination {
-  repository: string;
-  tags: string[];
-  /** False for artifacts that are not images a cluster pulls (release signatures): left out of the mirror files. */
-  mirror: boolean;
-}
 
 export const OPENSHIFT_FILES = {
   signatures: 'release-signatures.yaml',
   samples: 'samples-operator-patch.yaml',
 } as const;
 
-function releasesOf(manifest: BundleManifest): ReleaseRecord[] {
-  return (manifest.sources?.['releases'] as ReleaseRecord[] | undefined) ?? [];
-}
+const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
 
 /** The release repository under the target's prefix. */
-export function releaseRepository(target: PushTarget, releaseRepo: string): string {
-  const repo = releaseRepo.replace(/^\/+|\/+$/g, '');
-  if (!/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/.test(repo)) {
-    throw new BundleError(`--release-repo ${releaseRepo}: not a repository name (lowercase letters, digits, . _ - and /)`, 2);
-  }
+export function releaseRepository(target: PushTarget, releaseRepo: unknown): string {
+  const repo = typeof releaseRepo === 'string' ? releaseRepo.replace(/^\/+|\/+$/g, '') : DEFAULT_RELEASE_REPO;
+  if (!REPO_RE.test(repo)) throw new UsageError(`--release-repo ${String(releaseRepo)}: not a repository name (lowercase letters, digits, . _ - and /)`);
   return target.prefix ? `${target.prefix}/${repo}` : repo;
 }
 
-/**
- * Destinations that differ from the default (source host dropped, path kept):
- * a release payload goes to `<release repo>:<version>-<arch>`, each component to
- * `<release repo>:<version>-<arch>-<component>`, signatures beside them.
- */
-export function openShiftDestinations(manifest: BundleManifest, target: PushTarget, releaseRepo = DEFAULT_RELEASE_REPO): Map<string, Destination> {
-  const out = new Map<string, Destination>();
-  const add = (refName: string, repository: string, tag: string, mirror = true): void => {
-    const d = out.get(refName);
-    if (d && d.repository === repository) {
-      if (!d.tags.includes(tag)) d.tags.push(tag);
-    } else out.set(refName, { repository, tags: [tag], mirror });
-  };
-  const releases = releasesOf(manifest);
-  if (releases.length === 0) return out;
-  const repo = releaseRepository(target, releaseRepo);
-  for (const r of releases) {
-    add(r.refName, repo, `${r.version}-${r.arch}`);
-    for (const p of r.payloads) for (const c of p.components) add(c.image, repo, `${r.version}-${p.arch}-${c.name}`);
-    for (const s of r.signatures) add(s.refName, repo, parseReference(s.refName).tag!, false);
-  }
-  return out;
-}
-
-/** Source repositories of the releases (payload and components), for the install-config snippets. */
-export function releaseSourceRepositories(manifest: BundleManifest): string[] {
-  const repos = new Set<string>();
-  for (const r of releasesOf(manifest)) {
-    repos.add(repositoryName(parseReference(r.refName)));
-    for (const p of r.payloads) for (const c of p.components) repos.add(repositoryName(parseReference(c.image)));
-  }
-  return [...repos].sort();
+async function writeOut(outDir: string, file: string, content: string): Promise<string> {
+  await mkdir(outDir, { recursive: true });
+  const p = path.join(outDir, file);
+  await writeFile(p, content, 'utf8');
+  return p;
 }
 
 async function readVerified(reader: ContentStore, desc: { digest: string; size: number; mediaType: string }, what: string): Promise<Buffer> {
@@ -86,107 +55,145 @@ async function readVerified(reader: ContentStore, desc: { digest: string; size: 
   return Buffer.concat(chunks);
 }
 
-export interface PushedImage {
-  image: BundleImage;
-  repository: string;
-  tags: string[];
+/** The ConfigMap of one signatures artifact in the bundle, every byte checked against its digest. */
+async function configMapOf(ctx: PushContext, image: BundleImage, what: string): Promise<Record<string, unknown>> {
+  const m = await ctx.reader.fetchManifest('', image);
+  verifyBuffer(m.bytes, image.digest, image.size, what);
+  const { digest, layers } = signatureLayers(m.bytes, what);
+  const sigs: Buffer[] = [];
+  for (const l of layers) sigs.push(await readVerified(ctx.reader, l, what));
+  return signatureConfigMap(digest, sigs);
 }
 
-export interface OpenShiftDeliveryContext {
-  manifest: BundleManifest;
-  reader: ContentStore;
-  target: PushTarget;
-  outDir: string;
-  /** What was pushed where, by refName. */
-  pushed: ReadonlyMap<string, PushedImage>;
+interface ReleaseReport {
+  release: string;
+  version: string;
+  arch: string;
+  digest: string;
+  pushedTo: string;
+  components: number;
+  componentsTo: string;
+  signatures: number;
+  skippedComponents: string[];
 }
 
-export interface OpenShiftReport {
-  releases?: unknown[];
-  repositories?: unknown[];
-  imageStreams?: unknown[];
-  skipped?: BundleManifest['skipped'];
-}
-
-/** Write the OpenShift files for what was pushed; returns the report sections and the files written. */
-export async function deliverOpenShift(ctx: OpenShiftDeliveryContext): Promise<{ report: OpenShiftReport; files: string[] }> {
-  const { manifest, target } = ctx;
-  const files: string[] = [];
-  const report: OpenShiftReport = {};
-  const where = (refName: string): string | null => {
-    const p = ctx.pushed.get(refName);
-    return p ? `${target.registry}/${p.repository}:${p.tags[0]}` : null;
-  };
-  const write = async (file: string, content: string): Promise<void> => {
-    await mkdir(ctx.outDir, { recursive: true });
-    const p = path.join(ctx.outDir, file);
-    await writeFile(p, content, 'utf8');
-    files.push(p);
-  };
-
-  const releases = releasesOf(manifest);
-  if (releases.length > 0) {
-    const configMaps: unknown[] = [];
+export const releasesPushPart: PushPart = {
+  kind: 'releases',
+  destinations(record, _images, target, options) {
+    const out = new Map<string, { repository: string; tags: string[]; mirror?: boolean }>();
+    const repository = releaseRepository(target, options['releaseRepo']);
+    const add = (refName: string, tag: string, mirror = true): void => {
+      const d = out.get(refName);
+      if (d) {
+        if (!d.tags.includes(tag)) d.tags.push(tag);
+      } else out.set(refName, { repository, tags: [tag], ...(mirror ? {} : { mirror: false }) });
+    };
+    for (const r of record as ReleaseRecord[]) {
+      add(r.refName, `${r.version}-${r.arch}`);
+      for (const p of r.payloads) for (const c of p.components) add(c.image, `${r.version}-${p.arch}-${c.name}`);
+      for (const s of r.signatures) add(s.refName, parseReference(s.refName).tag!, false);
+    }
+    return out;
+  },
+  async deliver(record, ctx) {
+    const releases = record as ReleaseRecord[];
+    const files: string[] = [];
+    const configMaps: Record<string, unknown>[] = [];
+    const installSources = new Map<string, Set<string>>();
+    const mirrorOf = (source: string, refName: string): void => {
+      const image = ctx.images.get(refName);
+      if (!image) return;
+      const dst = `${ctx.target.registry}/${ctx.destinationOf(image).repository}`;
+      const repo = repositoryName(parseReference(source));
+      if (!installSources.has(repo)) installSources.set(repo, new Set());
+      installSources.get(repo)!.add(dst);
+    };
+    const report: ReleaseReport[] = [];
     for (const r of releases) {
+      mirrorOf(r.image, r.refName);
+      for (const p of r.payloads) for (const c of p.components) mirrorOf(c.image, c.image);
+      let signatures = 0;
       for (const s of r.signatures) {
-        const img = manifest.images.find((i) => i.refName === s.refName);
-        if (!img || !ctx.pushed.has(s.refName)) continue;
-        const what = `signatures of ${r.image}`;
-        const m = await ctx.reader.fetchManifest('', img);
-        verifyBuffer(m.bytes, img.digest, img.size, what);
-        const { digest, layers } = signatureLayers(m.bytes, what);
-        const sigs = [];
-        for (const l of layers) sigs.push(await readVerified(ctx.reader, l, what));
-        configMaps.push(signatureConfigMap(digest, sigs));
+        const image = ctx.images.get(s.refName);
+        if (!image) continue;
+        configMaps.push(await configMapOf(ctx, image, `signatures of ${r.image}`));
+        signatures += s.count;
       }
-    }
-    if (configMaps.length > 0) {
-      await write(
-        OPENSHIFT_FILES.signatures,
-        yamlFile(
-          ['Release signatures: the cluster version operator checks releases against these.', `Apply with: oc apply -f ${OPENSHIFT_FILES.signatures}`],
-          ...configMaps,
-        ),
-      );
-    }
-    report.releases = releases.map((r) => {
-      const components = r.payloads.flatMap((p) => p.components);
-      return {
+      const payload = ctx.images.get(r.refName);
+      const first = r.payloads.flatMap((p) => p.components)[0];
+      report.push({
         release: r.image,
         version: r.version,
         arch: r.arch,
         digest: r.digest,
-        pushedTo: where(r.refName),
-        components: components.length,
-        componentsPushed: components.filter((c) => ctx.pushed.has(c.image)).length,
-        componentsTo: components.length ? `${target.registry}/${ctx.pushed.get(components[0]!.image)?.repository ?? '?'}:${r.version}-<arch>-<component>` : null,
-        signatures: r.signatures.filter((s) => ctx.pushed.has(s.refName)).reduce((n, s) => n + s.count, 0),
+        pushedTo: payload ? ctx.destinationOf(payload).reference : '',
+        components: r.payloads.reduce((n, p) => n + p.components.length, 0),
+        componentsTo: first && ctx.images.get(first.image) ? `${ctx.target.registry}/${ctx.destinationOf(ctx.images.get(first.image)!).repository}:${r.version}-<arch>-<component>` : '',
+        signatures,
         skippedComponents: r.skippedComponents,
-      };
-    });
-  }
+      });
+    }
+    if (configMaps.length > 0) {
+      files.push(
+        await writeOut(
+          ctx.outDir,
+          OPENSHIFT_FILES.signatures,
+          yamlFile(['Release signatures: the cluster version operator checks releases against these.', `Apply with: oc apply -f ${OPENSHIFT_FILES.signatures}`], ...configMaps),
+        ),
+      );
+    }
+    files.push(...(await writeInstallConfigSources(ctx.outDir, installSources)));
+    return { report, files };
+  },
+  printReport(report, out) {
+    for (const r of report as ReleaseReport[]) {
+      out.write(`release ${r.release} -> ${r.pushedTo}: ${r.components} components (${r.componentsTo}), ${r.signatures} signatures\n`);
+      if (r.skippedComponents.length) out.write(`  components skipped at create (--skip-missing): ${r.skippedComponents.join(', ')}\n`);
+    }
+  },
+};
 
-  const repoSets = (manifest.sources?.['repositories'] as RepositorySetRecord[] | undefined) ?? [];
-  if (repoSets.length > 0) {
-    report.repositories = repoSets.map((set) => ({
+interface RepositorySetReport {
+  registry: string;
+  repositories: { repository: string; pushedTo: string; tags: string[] }[];
+}
+
+export const repositoriesPushPart: PushPart = {
+  kind: 'repositories',
+  async deliver(record, ctx) {
+    const report: RepositorySetReport[] = (record as RepositorySetRecord[]).map((set) => ({
       registry: set.registry,
-      repositories: set.repositories.map((r) => ({
-        repository: r.name,
-        pushedTo: `${target.registry}/${destinationRepository(target, repositoryName(parseReference(`${set.registry}/${r.name}`)))}`,
-        tags: r.tags.filter((t) => ctx.pushed.has(formatReference(parseReference(`${set.registry}/${r.name}:${t}`)))),
-      })),
+      repositories: set.repositories.map((r) => {
+        const first = ctx.images.get(formatReference(parseReference(`${set.registry}/${r.name}:${r.tags[0]}`)));
+        return { repository: r.name, pushedTo: first ? `${ctx.target.registry}/${ctx.destinationOf(first).repository}` : '', tags: r.tags };
+      }),
     }));
-  }
+    return { report, files: [] };
+  },
+  printReport(report, out) {
+    for (const set of report as RepositorySetReport[]) {
+      out.write(`repositories of ${set.registry}: ${set.repositories.length} repositories, ${set.repositories.reduce((n, x) => n + x.tags.length, 0)} tags\n`);
+      for (const x of set.repositories) out.write(`  ${x.repository} -> ${x.pushedTo} (${x.tags.join(', ')})\n`);
+    }
+  },
+};
 
-  const streamFiles = (manifest.sources?.['imageStreams'] as ImageStreamFileRecord[] | undefined) ?? [];
-  if (streamFiles.length > 0) {
-    const streams = streamFiles.flatMap((f) => f.imageStreams);
-    const pushedStream = (s: (typeof streams)[number]): boolean => s.carried && s.tags.every((t) => ctx.pushed.has(t.image));
-    const skippedStreams = [...new Set(streams.filter((s) => !pushedStream(s)).map((s) => s.name))].sort();
-    // The samples operator swaps the registry host of its image streams for samplesRegistry and keeps
-    // the repository path; push keeps the path under the --to prefix, so HOST/PREFIX is the mirror.
-    const samplesRegistry = target.prefix ? `${target.registry}/${target.prefix}` : target.registry;
-    await write(
+interface ImageStreamReport {
+  name: string;
+  carried: boolean;
+  tags: { tag: string; source: string; pushedTo: string }[];
+}
+
+export const imageStreamsPushPart: PushPart = {
+  kind: 'imageStreams',
+  async deliver(record, ctx) {
+    const streams = (record as ImageStreamFileRecord[]).flatMap((f) => f.imageStreams);
+    const skippedStreams = [...new Set(streams.filter((s) => !s.carried).map((s) => s.name))].sort();
+    // The samples operator swaps the registry host of its image streams for samplesRegistry and
+    // keeps the repository path; push keeps the path under the --to prefix, so HOST/PREFIX is the mirror.
+    const samplesRegistry = ctx.target.prefix ? `${ctx.target.registry}/${ctx.target.prefix}` : ctx.target.registry;
+    const file = await writeOut(
+      ctx.outDir,
       OPENSHIFT_FILES.samples,
       yamlFile(
         [
@@ -196,12 +203,19 @@ export async function deliverOpenShift(ctx: OpenShiftDeliveryContext): Promise<{
         { spec: { managementState: 'Managed', samplesRegistry, skippedImagestreams: skippedStreams } },
       ),
     );
-    report.imageStreams = streams.map((s) => ({
+    const report: ImageStreamReport[] = streams.map((s) => ({
       name: s.name,
-      pushed: pushedStream(s),
-      tags: s.tags.map((t) => ({ tag: t.name, source: t.image, pushedTo: where(t.image) })),
+      carried: s.carried,
+      tags: s.tags.map((t) => {
+        const image = ctx.images.get(t.image);
+        return { tag: t.name, source: t.image, pushedTo: image ? ctx.destinationOf(image).reference : '' };
+      }),
     }));
-  }
-  if (manifest.skipped?.length) report.skipped = manifest.skipped;
-  return { report, files };
-}
+    return { report, files: [file] };
+  },
+  printReport(report, out) {
+    for (const s of report as ImageStreamReport[]) {
+      out.write(`image stream ${s.name}: ${s.carried ? s.tags.map((t) => `${t.tag} -> ${t.pushedTo}`).join(', ') || 'no images' : 'NOT CARRIED (listed in skippedImagestreams)'}\n`);
+    }
+  },
+};

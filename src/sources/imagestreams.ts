@@ -8,8 +8,8 @@ import { readFile } from 'node:fs/promises';
 import { parseAllDocuments } from 'yaml';
 import type { BundleImage } from '../bundle/manifest.js';
 import type { ConfigImageStreamFile } from '../config/config.js';
-import type { KindContext, KindPlan } from '../openshift/context.js';
-import { NeededImages, resolveNeeded } from '../openshift/needed-images.js';
+import type { CreateContext, SourceKind, SourcePlan } from './source.js';
+import { finishPlan, NeededImages, resolveNeeded } from '../openshift/needed-images.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import { BundleError, errorMessage } from '../util/errors.js';
 
@@ -65,9 +65,9 @@ export function parseImageStreams(text: string, file: string): ImageStreamTags[]
   return out;
 }
 
-export async function planImageStreams(files: ConfigImageStreamFile[], ctx: KindContext): Promise<KindPlan> {
+export async function planImageStreams(files: ConfigImageStreamFile[], ctx: CreateContext): Promise<SourcePlan> {
   const needed = new NeededImages();
-  const failures: KindPlan['failures'] = [];
+  const failures: SourcePlan['failures'] = [];
   const parsed: { path: string; streams: ImageStreamTags[] }[] = [];
   for (const f of files) {
     try {
@@ -80,14 +80,23 @@ export async function planImageStreams(files: ConfigImageStreamFile[], ctx: Kind
     }
   }
   const resolved = await resolveNeeded(needed, ctx, 'imagestream');
-  return {
-    images: resolved.images,
-    failures: [...failures, ...resolved.failures],
-    skipped: resolved.skipped,
-    record: (copied: ReadonlyMap<string, BundleImage>): ImageStreamFileRecord[] =>
-      parsed.map(({ path, streams }) => ({
-        path,
-        imageStreams: streams.map((s) => ({ ...s, carried: s.tags.every((t) => copied.has(t.image)) })),
-      })),
-  };
+  return finishPlan(
+    {
+      images: resolved.images,
+      failures: [...failures, ...resolved.failures],
+      skipped: resolved.skipped,
+      record: (copied: ReadonlyMap<string, BundleImage>): ImageStreamFileRecord[] =>
+        parsed.map(({ path, streams }) => ({
+          path,
+          imageStreams: streams.map((s) => ({ ...s, carried: s.tags.every((t) => copied.has(t.image)) })),
+        })),
+    },
+    ctx,
+  );
 }
+
+export const imageStreamsKind: SourceKind<ConfigImageStreamFile[]> = {
+  kind: 'imageStreams',
+  section: (config) => (config.imageStreams.length > 0 ? config.imageStreams : undefined),
+  plan: planImageStreams,
+};

@@ -16,8 +16,8 @@ import { parseManifest, platformMatches } from '../oci/manifest.js';
 import { MediaType } from '../oci/media-types.js';
 import { formatReference, parseReference, referenceSelector, repositoryName, type ImageReference } from '../oci/reference.js';
 import { platformString, type Descriptor } from '../oci/types.js';
-import type { KindContext, KindPlan } from '../openshift/context.js';
-import { NeededImages, resolveNeeded } from '../openshift/needed-images.js';
+import type { CreateContext, SourceKind, SourcePlan } from './source.js';
+import { finishPlan, NeededImages, resolveNeeded } from '../openshift/needed-images.js';
 import { buildSignaturesArtifact, DEFAULT_SIGNATURE_STORE, fetchSignatures, signaturesTag } from '../openshift/signatures.js';
 import { MemoryStore } from '../store/memory-store.js';
 import type { ContentStore } from '../store/store.js';
@@ -168,8 +168,8 @@ async function readSmallBlob(store: ContentStore, repo: string, desc: Descriptor
 }
 
 /** Plan every release of the config: payloads, components, signatures. */
-export async function planReleases(specs: ReleaseSpec[], ctx: KindContext): Promise<KindPlan> {
-  const plan: KindPlan & { records: ReleaseRecord[] } = { images: [], failures: [], skipped: [], records: [], record: () => plan.records };
+export async function planReleases(specs: ReleaseSpec[], ctx: CreateContext): Promise<SourcePlan> {
+  const plan: SourcePlan & { records: ReleaseRecord[] } = { images: [], failures: [], skipped: [], records: [], record: () => plan.records };
   const signatureStore = new MemoryStore('release signatures');
   const needed = new NeededImages();
   const releases: { spec: ReleaseSpec; ref: ImageReference; source: string; desc: Descriptor; payloads: ReadPayload[]; store: ContentStore }[] = [];
@@ -272,5 +272,11 @@ export async function planReleases(specs: ReleaseSpec[], ctx: KindContext): Prom
         payloads: rec.payloads.map((p) => ({ ...p, components: p.components.filter((c) => copied.has(c.image)) })),
         signatures: rec.signatures.filter((s) => copied.has(s.refName)),
       }));
-  return plan;
+  return finishPlan(plan, ctx);
 }
+
+export const releasesKind: SourceKind<ReleaseSpec[]> = {
+  kind: 'releases',
+  section: (config) => (config.releases.length > 0 ? config.releases : undefined),
+  plan: planReleases,
+};

@@ -7,8 +7,8 @@
 import type { BundleImage } from '../bundle/manifest.js';
 import type { ConfigRepositorySet } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
-import type { KindContext, KindPlan } from '../openshift/context.js';
-import { NeededImages, resolveNeeded } from '../openshift/needed-images.js';
+import type { CreateContext, SourceKind, SourcePlan } from './source.js';
+import { finishPlan, NeededImages, resolveNeeded } from '../openshift/needed-images.js';
 import { parseReference } from '../oci/reference.js';
 import { BundleError, errorMessage } from '../util/errors.js';
 
@@ -45,9 +45,9 @@ export function selectRepositories(all: string[], include?: string[], exclude?: 
   return all.filter((r) => (!inc || inc.some((g) => g.test(r))) && !exc.some((g) => g.test(r)));
 }
 
-export async function planRepositories(sets: ConfigRepositorySet[], ctx: KindContext): Promise<KindPlan> {
+export async function planRepositories(sets: ConfigRepositorySet[], ctx: CreateContext): Promise<SourcePlan> {
   const needed = new NeededImages();
-  const failures: KindPlan['failures'] = [];
+  const failures: SourcePlan['failures'] = [];
   const listed: { set: ConfigRepositorySet; repos: Map<string, string[]> }[] = [];
   for (const set of sets) {
     const what = `repositories of ${set.registry}`;
@@ -75,25 +75,34 @@ export async function planRepositories(sets: ConfigRepositorySet[], ctx: KindCon
     }
   }
   const resolved = await resolveNeeded(needed, ctx, 'repository');
-  return {
-    images: resolved.images,
-    failures: [...failures, ...resolved.failures],
-    skipped: resolved.skipped,
-    record: (copied: ReadonlyMap<string, BundleImage>): RepositorySetRecord[] =>
-      listed.map(({ set, repos }) => ({
-        registry: set.registry,
-        ...(set.include ? { include: set.include } : {}),
-        ...(set.exclude ? { exclude: set.exclude } : {}),
-        ...(set.tags ? { tags: set.tags } : {}),
-        repositories: [...repos.entries()]
-          .sort(([a], [b]) => a.localeCompare(b))
-          .map(([name, tags]) => ({ name, tags: tags.filter((t) => copied.has(refOf(set.registry, name, t))) }))
-          .filter((r) => r.tags.length > 0),
-      })),
-  };
+  return finishPlan(
+    {
+      images: resolved.images,
+      failures: [...failures, ...resolved.failures],
+      skipped: resolved.skipped,
+      record: (copied: ReadonlyMap<string, BundleImage>): RepositorySetRecord[] =>
+        listed.map(({ set, repos }) => ({
+          registry: set.registry,
+          ...(set.include ? { include: set.include } : {}),
+          ...(set.exclude ? { exclude: set.exclude } : {}),
+          ...(set.tags ? { tags: set.tags } : {}),
+          repositories: [...repos.entries()]
+            .sort(([a], [b]) => a.localeCompare(b))
+            .map(([name, tags]) => ({ name, tags: tags.filter((t) => copied.has(refOf(set.registry, name, t))) }))
+            .filter((r) => r.tags.length > 0),
+        })),
+    },
+    ctx,
+  );
 }
 
 function refOf(registry: string, repo: string, tag: string): string {
   const r = parseReference(`${registry}/${repo}:${tag}`);
   return `${r.registry}/${r.repository}:${r.tag}`;
 }
+
+export const repositoriesKind: SourceKind<ConfigRepositorySet[]> = {
+  kind: 'repositories',
+  section: (config) => (config.repositories.length > 0 ? config.repositories : undefined),
+  plan: planRepositories,
+};

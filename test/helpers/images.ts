@@ -51,6 +51,8 @@ export async function tarLayer(files: Record<string, Buffer | string>): Promise<
 
 export class LayoutBuilder {
   readonly index: { mediaType: string; digest: string; size: number; annotations: Record<string, string> }[] = [];
+  /** Layer digest -> sha256 of its uncompressed tar, so configs carry real diff_ids. */
+  readonly diffIds = new Map<string, string>();
 
   constructor(readonly dir: string) {}
 
@@ -67,7 +69,10 @@ export class LayoutBuilder {
   }
 
   async layer(files: Record<string, Buffer | string>): Promise<Blob> {
-    return this.blob(gzipSync(await tarLayer(files), { level: 1 }), 'application/vnd.oci.image.layer.v1.tar+gzip');
+    const tarBytes = await tarLayer(files);
+    const blob = await this.blob(gzipSync(tarBytes, { level: 1 }), 'application/vnd.oci.image.layer.v1.tar+gzip');
+    this.diffIds.set(blob.digest, `sha256:${createHash('sha256').update(tarBytes).digest('hex')}`);
+    return blob;
   }
 
   async image(layers: Blob[], platform = { os: 'linux', architecture: 'amd64' }, label = 'test'): Promise<Blob> {
@@ -75,7 +80,7 @@ export class LayoutBuilder {
       JSON.stringify({
         ...platform,
         config: { Labels: { 'test.image': label } },
-        rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+        rootfs: { type: 'layers', diff_ids: layers.map((l) => this.diffIds.get(l.digest) ?? l.digest) },
       }),
     );
     const cfg = await this.blob(config, 'application/vnd.oci.image.config.v1+json');
