@@ -4,7 +4,6 @@
  * resolved before any blob is downloaded so that a typo fails in seconds.
  */
 import { basename, resolve as resolvePath } from 'node:path';
-import type { CopyRoot } from '../copy/engine.js';
 import { mapLimit } from '../copy/limit.js';
 import { formatReference, parseReference, referenceSelector, repositoryName } from '../oci/reference.js';
 import { OciLayoutStore } from '../store/oci-layout-store.js';
