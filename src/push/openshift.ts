@@ -6,6 +6,10 @@
  *   layout; `--release-repo`, default `openshift/release`, under the --to prefix),
  *   signatures beside them; writes the signature ConfigMaps
  *   (release-signatures.yaml) and the install-config.yaml snippets;
+ * - operators: the filtered catalog (left out of the mirror sets: clusters name it
+ *   in a CatalogSource, by digest at the mirror), one CatalogSource per catalog
+ *   (catalogsource-<name>.yaml); its bundles and related images get mirror-set
+ *   entries like any image;
  * - repositories: a report of what went where;
  * - imageStreams: the samples operator patch (samples-operator-patch.yaml).
  *
@@ -16,6 +20,7 @@ import path from 'node:path';
 import type { BundleImage } from '../bundle/manifest.js';
 import { formatReference, parseReference, repositoryName } from '../oci/reference.js';
 import { signatureConfigMap, signatureLayers } from '../openshift/signatures.js';
+import type { CatalogRecord } from '../sources/catalog.js';
 import type { ImageStreamFileRecord } from '../sources/imagestreams.js';
 import type { ReleaseRecord } from '../sources/release.js';
 import type { RepositorySetRecord } from '../sources/repositories.js';
@@ -23,7 +28,7 @@ import type { PushContext, PushPart } from '../sources/source.js';
 import type { ContentStore } from '../store/store.js';
 import { verified, verifyBuffer } from '../util/digest.js';
 import { UsageError } from '../util/errors.js';
-import type { PushTarget } from './destination.js';
+import { destinationRepository, type PushTarget } from './destination.js';
 import { writeInstallConfigSources, yamlFile } from './mirror-files.js';
 
 export const DEFAULT_RELEASE_REPO = 'openshift/release';
@@ -216,6 +221,89 @@ export const imageStreamsPushPart: PushPart = {
   printReport(report, out) {
     for (const s of report as ImageStreamReport[]) {
       out.write(`image stream ${s.name}: ${s.carried ? s.tags.map((t) => `${t.tag} -> ${t.pushedTo}`).join(', ') || 'no images' : 'NOT CARRIED (listed in skippedImagestreams)'}\n`);
+    }
+  },
+};
+
+/** A CatalogSource name (DNS-1123 label) from a catalog reference: `redhat-operator-index-v4-15`. */
+export function catalogSourceName(catalog: string): string {
+  const ref = parseReference(catalog);
+  const base = `${ref.repository.split('/').pop()}${ref.tag ? `-${ref.tag}` : ''}`;
+  return (
+    base
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 63)
+      .replace(/-+$/, '') || 'catalog'
+  );
+}
+
+interface CatalogReport {
+  catalog: string;
+  filtered: string;
+  catalogSource: string;
+  full: string | null;
+  packages: { name: string; defaultChannel: string; channels: string[]; bundles: number }[];
+  relatedImages: number;
+}
+
+export const operatorsPushPart: PushPart = {
+  kind: 'operators',
+  destinations(record, _images, target) {
+    const out = new Map<string, { repository: string; tags: string[]; mirror?: boolean }>();
+    for (const r of record as CatalogRecord[]) {
+      const ref = parseReference(r.filtered.refName);
+      out.set(r.filtered.refName, { repository: destinationRepository(target, repositoryName(ref)), tags: [ref.tag!], mirror: false });
+    }
+    return out;
+  },
+  async deliver(record, ctx) {
+    const files: string[] = [];
+    const report: CatalogReport[] = [];
+    const names = new Set<string>();
+    for (const r of record as CatalogRecord[]) {
+      const image = ctx.images.get(r.filtered.refName);
+      if (!image) continue;
+      let name = catalogSourceName(r.catalog);
+      for (let i = 2; names.has(name); i++) name = `${catalogSourceName(r.catalog).slice(0, 59)}-${i}`;
+      names.add(name);
+      const pinned = `${ctx.target.registry}/${ctx.destinationOf(image).repository}@${image.digest}`;
+      const file = `catalogsource-${name}.yaml`;
+      const catalogSource = {
+        apiVersion: 'operators.coreos.com/v1alpha1',
+        kind: 'CatalogSource',
+        metadata: { name, namespace: 'openshift-marketplace' },
+        spec: {
+          sourceType: 'grpc',
+          image: pinned,
+          displayName: `${r.catalog} (filtered: ${r.packages.map((p) => p.name).join(', ')})`,
+          publisher: 'airgap bundle',
+        },
+      };
+      files.push(
+        await writeOut(
+          ctx.outDir,
+          file,
+          yamlFile([`CatalogSource for ${r.catalog}, filtered, at the mirror.`, 'Apply idms.yaml first (bundles and their images pull from the mirror), then:', `oc apply -f ${file}`], catalogSource),
+        ),
+      );
+      const full = r.full ? ctx.images.get(r.full.refName) : undefined;
+      report.push({
+        catalog: r.catalog,
+        filtered: pinned,
+        catalogSource: name,
+        full: full ? ctx.destinationOf(full).reference : null,
+        packages: r.packages.map((p) => ({ name: p.name, defaultChannel: p.defaultChannel, channels: p.channels, bundles: p.bundles.length })),
+        relatedImages: r.relatedImages.length,
+      });
+    }
+    return { report, files };
+  },
+  printReport(report, out) {
+    for (const c of report as CatalogReport[]) {
+      out.write(`catalog ${c.catalog} -> ${c.filtered} (CatalogSource ${c.catalogSource})${c.full ? `; full catalog -> ${c.full}` : ''}\n`);
+      for (const p of c.packages) out.write(`  ${p.name}: channels ${p.channels.join(', ')} (default ${p.defaultChannel}), ${p.bundles} bundles\n`);
     }
   },
 };

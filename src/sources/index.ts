@@ -5,7 +5,7 @@
  * each list here, one property in spec/bundle-config.schema.json and one in the
  * manifest schema's `sources`.
  */
-import { imageStreamsPushPart, releasesPushPart, repositoriesPushPart } from '../push/openshift.js';
+import { imageStreamsPushPart, operatorsPushPart, releasesPushPart, repositoriesPushPart } from '../push/openshift.js';
 import { operatorsKind } from './catalog.js';
 import { imagesKind } from './images.js';
 import { imageStreamsKind } from './imagestreams.js';
@@ -24,6 +24,7 @@ export const SOURCE_KINDS: readonly SourceKind<any>[] = [
 
 export const PUSH_PARTS: readonly PushPart[] = [
   releasesPushPart,
+  operatorsPushPart,
   repositoriesPushPart,
   imageStreamsPushPart,
 ];
