@@ -14,7 +14,9 @@ import standalone from 'ajv/dist/standalone/index.js';
 import { build } from 'esbuild';
 import { createAjv, loadSchemaFile } from './bundle/schema-problems.js';
 import { MANIFEST_SCHEMA_URL } from './bundle/validate.js';
-import { generatedFile, PACKAGE_ROOT } from './util/package-root.js';
+import { generatedFile, packageRoot } from './util/package-root.js';
+
+const PACKAGE_ROOT = packageRoot();
 
 const validatorFile = generatedFile('manifest-validator.cjs');
 const ajv = createAjv({ code: { source: true } });

@@ -1,7 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { collect, parseBool, parsePositiveInt } from './commands/common.js';
 import { BundleError, errorMessage } from './util/errors.js';
-import { TOOL_VERSION } from './version.js';
 
 const EXIT_DOC = `
 Exit status: 0 success, 1 the work failed (verification failed, a registry refused),
@@ -19,7 +18,7 @@ function buildProgram(setCode: (c: number) => void): Command {
   program
     .name('bundle')
     .description('Carry container images across an air gap in one signed, seekable .airgap file.')
-    .version(TOOL_VERSION)
+    .option('-V, --version', 'print the tool version, the bundle format versions it reads and writes, and the sha256 of the executable')
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
@@ -61,6 +60,9 @@ ${EXIT_DOC}`,
       .option('--ca-file <file>', 'an extra CA certificate to trust (repeatable)', collect)
       .option('--authfile <file>', 'registry credentials (auth.json / Docker config / OpenShift pull secret)')
       .option('--src-authfile <file>', 'credentials for the source registries (overrides --authfile)')
+      .option('--registries-conf <file>', 'containers-registries.conf(5) for pulls: mirrors, rewritten locations, insecure and blocked registries (default: ~/.config/containers/registries.conf, else /etc/containers/registries.conf, when present)')
+      .option('--since <bundle>', 'make an update bundle: leave out every blob this earlier bundle (or its manifest, saved by inspect --manifest-out) carried')
+      .option('--include-tool [executable]', 'carry the standalone executable in the bundle, signed with it (default: this executable, or the one npm run package built); bundle extract-tool writes it out')
       .addHelpText(
         'after',
         `
@@ -89,6 +91,15 @@ Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
 Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json
 or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
+
+Pulling through a mirror (Artifactory, Nexus): a registries.conf, as podman reads it:
+  [[registry]]
+  prefix = "registry.access.redhat.com"
+  location = "artifactory.corp/redhat-remote"
+  [[registry.mirror]]
+  location = "nexus.corp:8443/redhat"
+  $ bundle create -c bundle.yaml -o july.airgap --registries-conf ./registries.conf
+The bundle names images as the config does (registry.access.redhat.com/...).
 ${EXIT_DOC}`,
       ),
   ).action(async (opts) => setCode(await (await import('./commands/create.js')).createCommand(opts)));
@@ -98,7 +109,8 @@ ${EXIT_DOC}`,
       .command('inspect')
       .description('Show what a bundle holds (images, sizes, signer) from its manifest, instantly. Checks nothing: use verify.')
       .argument('<file>', 'the .airgap file')
-      .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n${EXIT_DOC}`),
+      .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
+      .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),
   ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
 
   outputOptions(
@@ -107,6 +119,7 @@ ${EXIT_DOC}`,
       .description('Prove a bundle is complete, untampered and signed by a trusted key, without unpacking it.')
       .argument('<file>', 'the .airgap file')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
+      .option('--base <bundle>', 'for an update bundle (create --since): the base bundle; verify both and that the base carries what the update leaves out')
       .addHelpText(
         'after',
         `
@@ -158,11 +171,53 @@ ${EXIT_DOC}`,
       ),
   ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));
 
+  outputOptions(
+    program
+      .command('version')
+      .description('Print the tool version, the bundle format versions it reads and writes, and the sha256 of the executable.')
+      .addHelpText('after', `\nExample:\n  $ bundle version          # the same as bundle --version\n  $ bundle version --json\n${EXIT_DOC}`),
+  ).action(async (opts) => setCode(await (await import('./commands/version.js')).versionCommand(opts)));
+
+  outputOptions(
+    program
+      .command('extract-tool')
+      .description('Write out the standalone executable a bundle carries (create --include-tool), after checking the signature and its sha256.')
+      .argument('<file>', 'the .airgap file')
+      .requiredOption('-o, --output <path>', 'where to write the executable (mode 0755; written under a temporary name, renamed when complete)')
+      .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
+      .option('--insecure-skip-signature', 'extract even though nobody\'s signature is checked')
+      .option('-f, --force', 'replace the output file if it exists')
+      .addHelpText(
+        'after',
+        `
+One trip carries the tool and the bundle: create it on the internet side with
+  $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key --include-tool
+then, in the secure zone, with any copy of the tool (or the Node.js build):
+
+Example:
+  $ bundle extract-tool july.airgap -o ./bundle --key site.pub
+  $ ./bundle version     # prints the sha256 create printed
+${EXIT_DOC}`,
+      ),
+  ).action(async (file, opts) => setCode(await (await import('./commands/extract-tool.js')).extractToolCommand(file, opts)));
+
   return program;
 }
 
 /** Run the CLI; resolves to the exit code. Errors become one clear line, never a stack trace. */
 export async function main(argv: string[]): Promise<number> {
+  // Output piped into a reader that stops early (| head): end quietly, not with a stack trace.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
+  // --version alone is the version command (it hashes the executable: not at every start).
+  const args = argv.slice(2);
+  if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+    return (await import('./commands/version.js')).versionCommand({});
+  }
   let code = 0;
   const program = buildProgram((c) => {
     code = c;

@@ -1,10 +1,8 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { PACKAGE_ROOT } from './util/package-root.js';
+import { readShipped } from './util/package-root.js';
 
 function readVersion(): string {
   try {
-    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: string };
+    const pkg = JSON.parse(readShipped('package.json')) as { version?: string };
     return pkg.version ?? '0.0.0';
   } catch {
     return '0.0.0';

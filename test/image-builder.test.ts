@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +16,9 @@ import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { buildTestImages, pseudoRandom, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
 import { buildImage, prepareImage, sourceDateEpoch, type ImageBuildSpec } from '../src/oci/image-builder.js';
 import { createRegistryStore, type RegistryStore } from '../src/store/registry-store.js';
+import { ArchiveWriter } from '../src/archive/writer.js';
+import { runBundle } from './helpers/cli.js';
+import { buildLayer } from '../src/oci/layer-builder.js';
 
 const run = promisify(execFile);
 
@@ -205,11 +208,13 @@ describe('image builder: base image + one layer', () => {
     );
   });
 
-  it('streams a large layer through one temporary file and removes it', async () => {
+  it('streams a large layer (a file read from disk) through one temporary file and removes it', async () => {
     const tmp = await mkdtemp(join(work, 'tmp-'));
     const big = pseudoRandom('big', 3 << 20);
+    const bigFile = join(work, 'big.bin');
+    await writeFile(bigFile, big);
     const built = await buildImage(
-      await withBase('base/oci', '1', { layer: { files: [{ path: 'configs/big.bin', data: big }] }, memoryLimit: 256 << 10, tmpDir: tmp }),
+      await withBase('base/oci', '1', { layer: { files: [{ path: 'configs/big.bin', fromFile: bigFile }] }, memoryLimit: 256 << 10, tmpDir: tmp }),
       { dst: dstStore, repo: 'built/big', tags: ['1'] },
     );
     assert.deepEqual(await readdir(tmp), [], 'the temporary file is gone');
@@ -218,6 +223,91 @@ describe('image builder: base image + one layer', () => {
     assert.ok(layer.length > big.length, 'random data does not compress');
     const { stdout } = await run('tar', ['-xzOf', blobPath(dir, built.layer.digest), 'configs/big.bin'], { encoding: 'buffer', maxBuffer: 8 << 20 });
     assert.equal(sha(stdout), sha(big), 'the file comes back whole');
+  });
+
+  it('builds into a bundle being written (the archive writer): bundle verify and skopeo accept it', async () => {
+    const out = join(work, 'built.airgap');
+    const writer = await ArchiveWriter.create(out);
+    const built = await buildImage(await withBase('base/docker', '1'), { dst: writer, repo: 'devfile/index', tags: ['latest'] });
+    const refName = 'registry.local/devfile/index:latest';
+    writer.addImage({
+      source: refName,
+      refName,
+      digest: built.manifest.digest,
+      mediaType: built.manifest.mediaType,
+      size: built.manifest.size,
+      platforms: built.copied.platforms,
+      tags: ['latest'],
+      origin: 'registry',
+    });
+    await writer.finish({ tool: { name: 'test', version: '0' } });
+    const verify = await runBundle(['verify', out]);
+    assert.equal(verify.code, 0, verify.stderr);
+    const dir = join(work, 'built-extracted');
+    await mkdir(dir);
+    await run('sh', ['-c', `zstd -dc '${out}' | tar x -C '${dir}'`]);
+    const manifest = await readFile(blobPath(dir, built.manifest.digest));
+    assert.equal(sha(manifest), built.manifest.digest);
+    const parsed = JSON.parse(manifest.toString('utf8')) as RawManifest;
+    const base = await inspectRaw(`${src.host}/base/docker:1`);
+    for (const l of parsed.layers) assert.equal(sha(await readFile(blobPath(dir, l.digest))), l.digest, 'every layer is in the bundle, whole');
+    assert.deepEqual(parsed.layers.slice(0, -1), base.json.layers);
+    const { stdout } = await run('tar', ['-tzf', blobPath(dir, built.layer.digest)]);
+    assert.ok(stdout.split('\n').includes('etc/built.txt'));
+  });
+
+  it('writes long and non-ASCII names, the opaque marker first in its folder, and named directory modes', async () => {
+    const long = `configs/${'operator-with-a-long-name-'.repeat(6)}/catalog.json`;
+    const layer = await buildLayer(
+      {
+        files: [
+          { path: long, data: Buffer.from('{}') },
+          { path: 'configs/-dash/x', data: Buffer.from('x') },
+          { path: 'données/é.txt', data: Buffer.from('é') },
+        ],
+        opaqueDirs: ['configs'],
+        directories: [{ path: 'tmp', mode: 0o1777 }],
+      },
+      { mtime: new Date('2026-01-01T00:00:00Z') },
+    );
+    const file = join(work, 'layer.tar.gz');
+    const chunks: Buffer[] = [];
+    for await (const c of await layer.open()) chunks.push(c as Buffer);
+    await writeFile(file, Buffer.concat(chunks));
+    await layer.close();
+    assert.equal(sha(Buffer.concat(chunks)), layer.digest);
+    assert.equal(sha(gunzipSync(Buffer.concat(chunks))), layer.diffId);
+    const { stdout } = await run('tar', ['-tzf', file]);
+    assert.deepEqual(stdout.trim().split('\n'), [
+      'configs/',
+      'configs/.wh..wh..opq',
+      'configs/-dash/',
+      'configs/-dash/x',
+      `configs/${'operator-with-a-long-name-'.repeat(6)}/`,
+      long,
+      'données/',
+      'données/é.txt',
+      'tmp/',
+    ]);
+    const { stdout: modes } = await run('tar', ['-tvzf', file]);
+    assert.match(modes, /^drwxrwxrwt .* tmp\/$/m, 'a named directory keeps its mode (sticky /tmp)');
+  });
+
+  it('takes its creation time from SOURCE_DATE_EPOCH when none is given', async () => {
+    const saved = process.env['SOURCE_DATE_EPOCH'];
+    process.env['SOURCE_DATE_EPOCH'] = '1700000000';
+    try {
+      const s = await withBase('base/oci', '1');
+      delete s.created;
+      const p = await prepareImage(s);
+      await p.close();
+      const cfg = JSON.parse(p.configBytes.toString('utf8')) as { created: string; history: { created: string }[] };
+      assert.equal(cfg.created, '2023-11-14T22:13:20Z');
+      assert.equal(cfg.history.at(-1)!.created, '2023-11-14T22:13:20Z');
+    } finally {
+      if (saved === undefined) delete process.env['SOURCE_DATE_EPOCH'];
+      else process.env['SOURCE_DATE_EPOCH'] = saved;
+    }
   });
 
   it('reads SOURCE_DATE_EPOCH, and refuses a bad one', () => {

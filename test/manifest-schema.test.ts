@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { FORMAT_VERSION, type BundleManifest } from '../src/bundle/manifest.js';
 import { MANIFEST_SCHEMA_URL, validateManifest } from '../src/bundle/validate.js';
 import { BundleError } from '../src/util/errors.js';
+import { loadSchemaFile } from '../src/bundle/schema-problems.js';
 
 const D1 = `sha256:${'a'.repeat(64)}`;
 const D2 = `sha256:${'b'.repeat(64)}`;
@@ -54,7 +54,7 @@ const image = (m: Rec, i: number): Rec => (m.images as Rec[])[i]!;
 
 describe('bundle manifest schema', () => {
   it('is a draft-07 schema file in spec/', () => {
-    const schema = JSON.parse(readFileSync(MANIFEST_SCHEMA_URL, 'utf8')) as Rec;
+    const schema = loadSchemaFile(MANIFEST_SCHEMA_URL) as Rec;
     assert.equal(schema.$schema, 'http://json-schema.org/draft-07/schema#');
     assert.equal(schema.additionalProperties, false);
   });

@@ -52,7 +52,9 @@ export interface ArchiveWriterOptions {
 }
 
 export interface FinishOptions {
-  tool: { name: string; version: string };
+  tool: BundleManifest['tool'];
+  /** Optional manifest fields set by the caller (an update's `base`). */
+  fields?: Pick<BundleManifest, 'base'>;
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
   /** Source kinds' records (`manifest.sources`), when any kind made one. */
@@ -221,11 +223,12 @@ export class ArchiveWriter implements WritableContentStore {
         kind: 'AirgapBundleManifest',
         formatVersion: FORMAT_VERSION,
         created: this.created.toISOString().replace('.000Z', 'Z'),
-        tool: { name: opts.tool.name, version: opts.tool.version },
+        tool: { ...opts.tool },
         members: this.members.map((m) => ({ ...m })),
         images: this.images.map((i) => ({ ...i })),
         ...(opts.sources && Object.keys(opts.sources).length ? { sources: opts.sources } : {}),
         ...(opts.skipped?.length ? { skipped: opts.skipped } : {}),
+        ...opts.fields,
       };
       const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
       const payload = manifestBytes.toString('base64');

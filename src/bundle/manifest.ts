@@ -47,13 +47,30 @@ export interface BundleImage {
   filteredFrom?: string;
 }
 
+/** The base of an update bundle (`create --since`): what it is, and every blob the update leaves out. */
+export interface BundleBase {
+  /** sha256 of the base bundle's manifest bytes (airgap/manifest.json). */
+  digest: string;
+  /** The base bundle's file name when the update was made. */
+  name: string;
+  /** The base's `created`. */
+  created: string;
+  /** Blobs the update does not carry because the base did (manifests and configs are always carried). */
+  blobs: { digest: string; size: number; mediaType: string }[];
+}
+
 export interface BundleManifest {
   schemaVersion: 1;
   kind: 'AirgapBundleManifest';
   formatVersion: string;
   /** RFC 3339 time of creation. */
   created: string;
-  tool: { name: string; version: string };
+  tool: {
+    name: string;
+    version: string;
+    /** The standalone executable carried as a member (`create --include-tool`): `blobs/sha256/<hex>` of this digest. */
+    executable?: { digest: string; size: number; platform: string };
+  };
   /** Every member of the archive except the manifest and its signature. */
   members: BundleMember[];
   images: BundleImage[];
@@ -61,6 +78,8 @@ export interface BundleManifest {
   sources?: Record<string, unknown>;
   /** Format 1.1: images left out under `--skip-missing`, reported again by push. */
   skipped?: SkippedImage[];
+  /** Set on an update bundle: the base it leaves blobs out of. */
+  base?: BundleBase;
 }
 
 /** An image a source needed that could not be found (create --skip-missing). */

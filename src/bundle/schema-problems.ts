@@ -8,9 +8,8 @@
  *   `x-expected` what is expected, used for pattern and type errors.
  */
 import type { Ajv, ErrorObject, Options } from 'ajv';
-import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { readShipped } from '../util/package-root.js';
 
 export type PathSegment = string | number;
 
@@ -33,13 +32,13 @@ export function createAjv(opts: Options = {}): Ajv {
   return ajv;
 }
 
-/** Read and parse a JSON schema file that ships in spec/. */
-export function loadSchemaFile(url: URL): Record<string, unknown> {
+/** Read and parse a JSON schema file that ships in spec/ (`spec/<name>`, see specFile). */
+export function loadSchemaFile(relPath: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(url, 'utf8');
+    text = readShipped(relPath);
   } catch (err) {
-    throw new Error(`cannot read schema ${fileURLToPath(url)}: ${(err as Error).message}`, { cause: err });
+    throw new Error(`cannot read schema ${relPath}: ${(err as Error).message}`, { cause: err });
   }
   return JSON.parse(text) as Record<string, unknown>;
 }

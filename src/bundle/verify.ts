@@ -11,12 +11,13 @@ import { parseManifest } from '../oci/manifest.js';
 import type { TrustedKey } from '../sign/keys.js';
 import { checkSignature, type SignatureStatus } from './trust.js';
 import { errorMessage } from '../util/errors.js';
-import { digestHex } from '../util/digest.js';
+import { digestHex, sha256Digest } from '../util/digest.js';
 import type { Progress } from '../util/progress.js';
+import { seaAssets } from '../util/package-root.js';
 import { MANIFEST_MEMBER, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
 import { validateManifest } from './validate.js';
 
-export type ProblemKind = 'signature' | 'manifest' | 'missing' | 'corrupt' | 'unlisted' | 'incomplete' | 'archive';
+export type ProblemKind = 'signature' | 'manifest' | 'missing' | 'corrupt' | 'unlisted' | 'incomplete' | 'archive' | 'base';
 
 export interface VerifyProblem {
   kind: ProblemKind;
@@ -33,6 +34,8 @@ export interface VerifyReport {
   members: number;
   bytes: number;
   problems: VerifyProblem[];
+  /** An update bundle's base, and whether the pair was checked (`--base`). */
+  base?: { name: string; digest: string; created: string; blobsLeftOut: number; checked: boolean };
 }
 
 /** Below this much data one thread is quicker than starting a second. */
@@ -62,14 +65,24 @@ async function hashAllMembers(reader: ArchiveReader, totalBytes: number, progres
 }
 
 /** hash-worker.js beside this module (tsc output) or above it (the bundle keeps shared code in chunks/). */
+/** Asset name of the hashing thread's code in the standalone executable (pkg.config.json). */
+export const HASH_WORKER_ASSET = 'hash-worker.cjs';
+
 function workerFile(): URL {
   const beside = new URL('./hash-worker.js', import.meta.url);
   return existsSync(beside) ? beside : new URL('../hash-worker.js', import.meta.url);
 }
 
+/** The hashing thread: its file, or in the standalone executable its embedded code. */
+function startWorker(job: HashJob): Worker {
+  const sea = seaAssets();
+  if (sea) return new Worker(sea.getAsset(HASH_WORKER_ASSET, 'utf8') as string, { eval: true, workerData: job });
+  return new Worker(workerFile(), { workerData: job });
+}
+
 function hashInWorker(job: HashJob, onBytes: (n: number) => void): Promise<{ members: HashedMember[]; error?: string }> {
   return new Promise((resolve) => {
-    const worker = new Worker(workerFile(), { workerData: job });
+    const worker = startWorker(job);
     let settled = false;
     worker.on('message', (msg: HashWorkerMessage) => {
       if (msg.kind === 'bytes') onBytes(msg.n);
@@ -89,7 +102,12 @@ function hashInWorker(job: HashJob, onBytes: (n: number) => void): Promise<{ mem
   });
 }
 
-export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] | undefined, progress?: Progress): Promise<VerifyReport> {
+/**
+ * Verify a bundle. For an update bundle, blobs its manifest says it leaves out are not
+ * missing; with `baseReader` (verify --base) the base is verified too, and must be the
+ * bundle the update names and carry every blob the update leaves out.
+ */
+export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] | undefined, progress?: Progress, baseReader?: ArchiveReader): Promise<VerifyReport> {
   const { status, problems } = checkSignature(reader, trusted);
   let manifest: BundleManifest;
   try {
@@ -140,7 +158,17 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
     if (!seen.has(m.path)) problems.push({ kind: 'missing', member: m.path, message: `${m.path} is listed in the manifest but not in the archive` });
   }
 
-  // Every image's graph: each manifest and blob it needs is a listed, intact member.
+  const leftOut = new Set((manifest.base?.blobs ?? []).map((b) => b.digest));
+  const base = manifest.base ? { name: manifest.base.name, digest: manifest.base.digest, created: manifest.base.created, blobsLeftOut: leftOut.size, checked: false } : undefined;
+  if (baseReader) {
+    if (!manifest.base) problems.push({ kind: 'base', message: '--base was given, but this bundle is not an update (it carries everything itself)' });
+    else {
+      problems.push(...(await checkBase(manifest, baseReader, trusted, progress)));
+      base!.checked = true;
+    }
+  }
+
+  // Every image's graph: each manifest and blob it needs is a listed, intact member (or left out for the base).
   const dependents = new Map<string, Set<string>>();
   const depend = (path: string, image: string) => {
     let s = dependents.get(path);
@@ -157,6 +185,7 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
       const path = `blobs/sha256/${digestHex(node.digest)}`;
       depend(path, image.source);
       if (!listed.has(path)) {
+        if (leftOut.has(node.digest)) continue; // the base carried it
         problems.push({ kind: 'incomplete', member: path, message: `${image.source} needs ${node.digest}, which the bundle does not carry` });
         continue;
       }
@@ -174,5 +203,29 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   for (const p of problems) {
     if (p.member && dependents.has(p.member)) p.images = [...dependents.get(p.member)!].sort();
   }
-  return { ok: problems.length === 0, signature: status, images: manifest.images.length, members: manifest.members.length, bytes: totalBytes, problems };
+  return { ok: problems.length === 0, signature: status, images: manifest.images.length, members: manifest.members.length, bytes: totalBytes, problems, ...(base ? { base } : {}) };
+}
+
+/** The pair: the base is the bundle the update names, verifies itself, and carries every blob the update leaves out. */
+async function checkBase(update: BundleManifest, baseReader: ArchiveReader, trusted: TrustedKey[] | undefined, progress?: Progress): Promise<VerifyProblem[]> {
+  const named = update.base!;
+  const actual = sha256Digest(baseReader.manifestBytes);
+  if (actual !== named.digest) {
+    return [{ kind: 'base', message: `${baseReader.path} is not the base this update was made from: its manifest is ${actual}, the update names ${named.name} (${named.digest}, created ${named.created})` }];
+  }
+  const report = await verifyBundle(baseReader, trusted, progress);
+  const problems: VerifyProblem[] = report.problems.map((p) => ({ ...p, message: `base ${named.name}: ${p.message}` }));
+  if (trusted && !report.signature.trusted && !report.problems.some((p) => p.kind === 'signature')) {
+    problems.push({ kind: 'base', message: `base ${named.name}: not signed by a trusted key` });
+  }
+  const baseManifest = validateManifest(JSON.parse(baseReader.manifestBytes.toString('utf8')));
+  const carried = new Map(baseManifest.members.map((m) => [m.digest, m]));
+  const ownBase = new Set((baseManifest.base?.blobs ?? []).map((b) => b.digest));
+  for (const b of named.blobs) {
+    const m = carried.get(b.digest);
+    if (m ? m.size !== b.size : !ownBase.has(b.digest)) {
+      problems.push({ kind: 'base', member: `blobs/sha256/${digestHex(b.digest)}`, message: `the update leaves out ${b.digest}, but base ${named.name} does not carry it` });
+    }
+  }
+  return problems;
 }

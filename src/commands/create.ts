@@ -1,21 +1,26 @@
 import { constants } from 'node:fs';
-import { access, mkdtemp, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { access, mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
+import { LeaveOutStore, loadBase } from '../bundle/update.js';
 import { loadConfig, type LoadedConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
-import { createRegistryStore } from '../store/registry-store.js';
+import { pullStoreFactory } from '../store/mirrored-store.js';
+import { loadRegistriesConfig } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
 import { SOURCE_KINDS } from '../sources/index.js';
 import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
+import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import type { ContentStore } from '../store/store.js';
+import { digestHex, verified } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -39,6 +44,12 @@ export interface CreateOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   srcAuthfile?: string;
+  /** containers-registries.conf(5) file for pulls (default: the one podman reads, when present). */
+  registriesConf?: string;
+  /** Carry the standalone executable: true for this one (or the one npm run package built), or a path. */
+  includeTool?: boolean | string;
+  /** Make an update bundle: leave out the blobs this bundle (or saved manifest) carried. */
+  since?: string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -55,6 +66,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const existing = await stat(output).catch(() => undefined);
   if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the .airgap file to write`);
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
+  const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
+  const base = opts.since ? await loadBase(opts.since) : undefined;
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
   if (!signer) progress.warn('no --sign-key: the bundle will be unsigned, and `bundle push` will refuse it without --insecure-skip-signature');
 
@@ -67,15 +80,10 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     retries: opts.retries,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
-  const stores = new Map<string, ContentStore>();
-  const storeFor = (registry: string): ContentStore => {
-    let s = stores.get(registry);
-    if (!s) {
-      s = createRegistryStore(registry, registryOpts);
-      stores.set(registry, s);
-    }
-    return s;
-  };
+  // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
+  const registriesConf = await loadRegistriesConfig(opts.registriesConf);
+  if (registriesConf?.registries.length) progress.info(`registries configuration: ${registriesConf.file}`);
+  const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
   const created = sourceDateEpoch() ?? new Date();
   const scratch: string[] = [];
@@ -95,7 +103,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     },
   };
   try {
-    return await createFromSources(config, ctx, opts, output, signer, started);
+    return await createFromSources(config, ctx, opts, output, signer, started, base, toolFile);
   } finally {
     await Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true })));
   }
@@ -142,6 +150,8 @@ async function createFromSources(
   output: string,
   signer: KeyObject | undefined,
   started: number,
+  base: Awaited<ReturnType<typeof loadBase>> | undefined,
+  toolFile: string | undefined,
 ): Promise<number> {
   const { progress } = ctx;
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
@@ -178,6 +188,8 @@ async function createFromSources(
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   const writer = await opening;
+  // An update writes through a store that leaves out what the base carried.
+  const destination = base ? new LeaveOutStore(writer, base.candidates) : writer;
   const limiter = new Limiter(opts.concurrency);
   const engines = new Map<ContentStore, CopyEngine>();
   const images: BundleImage[] = [];
@@ -189,7 +201,7 @@ async function createFromSources(
       if (stopped) return;
       let engine = engines.get(src.store);
       if (!engine) {
-        engine = new CopyEngine(src.store, writer, { limiter, progress });
+        engine = new CopyEngine(src.store, destination, { limiter, progress });
         engines.set(src.store, engine);
       }
       let copied;
@@ -227,9 +239,17 @@ async function createFromSources(
       const record = plan.record?.(copied);
       if (record !== undefined) records[kind] = record;
     }
+    let executable: ToolExecutable | undefined;
+    if (toolFile) {
+      progress.phase('adding the executable');
+      executable = await addExecutable(writer, toolFile);
+      progress.finishPhase();
+      progress.info(`  executable ${toolFile} sha256:${digestHex(executable.digest)}`);
+    }
     progress.phase('writing manifest');
     const result = await writer.finish({
-      tool: { name: TOOL_NAME, version: TOOL_VERSION },
+      tool: { name: TOOL_NAME, version: TOOL_VERSION, ...(executable ? { executable } : {}) },
+      fields: base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : undefined,
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
       sources: records,
       skipped,
@@ -245,6 +265,8 @@ async function createFromSources(
       contentBytes: blobBytes,
       signedBy: signer ? keyId(createPublicKey(signer)) : null,
       seconds: (Date.now() - started) / 1000,
+      base: result.manifest.base ? { name: result.manifest.base.name, digest: result.manifest.base.digest, blobsLeftOut: result.manifest.base.blobs.length } : null,
+      executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
       failed,
       skipped,
@@ -256,6 +278,14 @@ async function createFromSources(
           `${humanBytes(blobBytes)} of content in ${humanBytes(result.size)}, ` +
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
+      const leftOut = result.manifest.base?.blobs ?? [];
+      if (result.manifest.base) {
+        process.stdout.write(
+          `update of ${result.manifest.base.name} (manifest ${result.manifest.base.digest}): ${leftOut.length} blobs ` +
+            `(${humanBytes(leftOut.reduce((n, b) => n + b.size, 0))}) left out because it carried them\n`,
+        );
+      }
+      if (executable) process.stdout.write(`carries the executable for ${executable.platform} (${humanBytes(executable.size)}), sha256 ${digestHex(executable.digest)}: bundle extract-tool writes it out\n`);
     }
     if (!opts.json) for (const sk of skipped) process.stdout.write(`SKIPPED ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
     if (failed.length > 0) {
@@ -268,6 +298,32 @@ async function createFromSources(
     await writer.abort();
     throw err;
   }
+}
+
+/** The executable --include-tool names, checked before anything is downloaded. */
+async function executableToInclude(option: true | string): Promise<string> {
+  const file = option === true ? defaultExecutable() : resolvePath(option);
+  if (!file) {
+    throw new UsageError('--include-tool: this is not the standalone executable and none was built (npm run package); name one: --include-tool PATH');
+  }
+  const head = Buffer.alloc(4);
+  const fh = await open(file, 'r').catch(() => {
+    throw new UsageError(`--include-tool ${file}: cannot read it`);
+  });
+  try {
+    await fh.read(head, 0, 4, 0);
+  } finally {
+    await fh.close();
+  }
+  if (!head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) throw new UsageError(`--include-tool ${file}: not a Linux executable`);
+  return file;
+}
+
+/** Store the executable as a member, hashed first so the archive checks every byte it writes. */
+async function addExecutable(writer: ArchiveWriter, file: string): Promise<ToolExecutable> {
+  const { digest, size } = await hashFile(file);
+  await writer.putBlob('', { mediaType: TOOL_EXECUTABLE_MEDIA_TYPE, digest, size }, async () => verified(createReadStream(file), digest, size, `executable ${file}`));
+  return { digest, size, platform: TOOL_PLATFORM };
 }
 
 function sumStats(all: CopyStats[]): CopyStats {

@@ -1,6 +1,8 @@
 import { resolve as resolvePath } from 'node:path';
 import { ArchiveReader } from '../archive/reader.js';
-import type { BundleImage } from '../bundle/manifest.js';
+import type { BundleImage, BundleManifest } from '../bundle/manifest.js';
+import { leftOutNeeds, locateLeftOut, missingBaseError, type NeededBlob } from '../bundle/update.js';
+import type { Progress } from '../util/progress.js';
 import { validateManifest } from '../bundle/validate.js';
 import { checkSignature } from '../bundle/trust.js';
 import { mapLimit } from '../copy/limit.js';
@@ -9,7 +11,7 @@ import { parseReference, repositoryName } from '../oci/reference.js';
 import { destinationRepository, digestTag, parseTarget, type PushTarget } from '../push/destination.js';
 import { writeMirrorFiles, type MirrorMapping } from '../push/mirror-files.js';
 import { loadTrustedKeys } from '../sign/keys.js';
-import { createRegistryStore } from '../store/registry-store.js';
+import { createRegistryStore, type RegistryStore } from '../store/registry-store.js';
 import { PUSH_PARTS } from '../sources/index.js';
 import type { PushPart } from '../sources/source.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
@@ -74,6 +76,25 @@ function sourceRepository(image: BundleImage): string {
   return image.source.split(/[:@]/)[0]!;
 }
 
+/**
+ * An update bundle leaves out blobs its base carried: before anything is sent, every
+ * one an image needs must already be in the repository the image lands in.
+ */
+async function checkTargetHasBase(reader: ArchiveReader, manifest: BundleManifest, plan: PushItem[], dst: RegistryStore, opts: PushOptions, progress: Progress): Promise<Map<string, string[]>> {
+  const base = manifest.base!;
+  progress.phase(`checking that ${opts.to} holds what this update of ${base.name} leaves out`);
+  const needs = new Map<string, NeededBlob>();
+  for (const list of await mapLimit(plan, opts.concurrency, (item) => leftOutNeeds(reader, manifest, item.image, item.repository))) {
+    for (const n of list) needs.set(`${n.repository}|${n.desc.digest}`, n);
+  }
+  const repositories = [...new Set(plan.map((p) => p.repository))];
+  const { holders, missing } = await locateLeftOut([...needs.values()], repositories, (repo, desc) => dst.hasBlob(repo, desc), (items, fn) => mapLimit(items, opts.concurrency * 2, fn));
+  progress.finishPhase(missing.length === 0);
+  if (missing.length > 0) throw missingBaseError(base, missing, opts.to);
+  progress.info(`  ${opts.to} holds all ${holders.size} blobs this update leaves out that its images need`);
+  return holders;
+}
+
 export async function pushCommand(file: string, opts: PushOptions): Promise<number> {
   const started = Date.now();
   const target = parseTarget(opts.to);
@@ -118,6 +139,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       if (opts.json) printJson({ dryRun: true, target: opts.to, images: fullPlan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes, skipped });
       else {
         process.stdout.write(`would push ${plan.length} images (${humanBytes(totalBytes)} at most) to ${opts.to}:\n`);
+        if (manifest.base) process.stdout.write(`this is an update of ${manifest.base.name} (manifest ${manifest.base.digest}): ${opts.to} must hold the ${manifest.base.blobs.length} blobs it leaves out\n`);
         for (const p of fullPlan) process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')} (${p.image.digest})\n`);
         for (const sk of skipped) process.stdout.write(`SKIPPED at create ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
       }
@@ -127,7 +149,10 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     const dst = store!; // dry runs have returned above
     // One clear failure up front for an unreachable registry or wrong credentials, not one per image.
     await reachable;
+    const baseHolders = manifest.base ? await checkTargetHasBase(reader, manifest, plan, dst, opts, progress) : undefined;
     const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
+    // Blobs an update leaves out are mounted from where the base put them.
+    for (const [digest, repos] of baseHolders ?? []) for (const repo of repos) engine.holdsAlready(digest, repo);
     progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
     const failures: { source: string; error: string }[] = [];
     const pushed: PushItem[] = [];

@@ -6,6 +6,8 @@ import { printJson, progressFor, type OutputOptions } from './common.js';
 
 export interface VerifyOptions extends OutputOptions {
   key?: string[];
+  /** The base bundle of an update: check the pair. */
+  base?: string;
 }
 
 export const NO_SIGNATURE_WARNING =
@@ -14,14 +16,19 @@ export const NO_SIGNATURE_WARNING =
 export async function verifyCommand(file: string, opts: VerifyOptions): Promise<number> {
   const trusted = opts.key && opts.key.length > 0 ? await loadTrustedKeys(opts.key) : undefined;
   const reader = await ArchiveReader.open(file);
+  const baseReader = opts.base ? await ArchiveReader.open(opts.base).catch(async (err: unknown) => {
+    await reader.close();
+    throw err;
+  }) : undefined;
   try {
     const progress = await progressFor(opts);
-    const report = await verifyBundle(reader, trusted, progress);
+    const report = await verifyBundle(reader, trusted, progress, baseReader);
     if (opts.json) printJson({ file, ...report });
     else printReport(file, report);
     return report.ok ? 0 : 1;
   } finally {
     await reader.close();
+    await baseReader?.close();
   }
 }
 
@@ -36,6 +43,12 @@ function printReport(file: string, r: VerifyReport): void {
       ? `signature by trusted key ${r.signature.signedBy.join(', ')} is valid`
       : 'signature NOT trusted'
     : 'signature not checked';
+  if (r.base) {
+    out.write(
+      `update of ${r.base.name} (created ${r.base.created}, manifest ${r.base.digest}): ${r.base.blobsLeftOut} blobs left out, ` +
+        `${r.base.checked ? 'the base carries them' : 'not checked here (verify --base BASE checks the pair)'}\n`,
+    );
+  }
   if (r.ok) {
     out.write(`OK ${file}: ${r.images} images, ${r.members} members, ${humanBytes(r.bytes)} verified; ${sig}\n`);
   } else {

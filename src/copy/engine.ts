@@ -80,6 +80,13 @@ export class CopyEngine {
     this.retries = opts.retries ?? 2;
   }
 
+  /** Record that a destination repository already holds a blob, so others can mount it from there. */
+  holdsAlready(digest: string, repo: string): void {
+    let holders = this.holders.get(digest);
+    if (!holders) this.holders.set(digest, (holders = new Set()));
+    holders.add(repo);
+  }
+
   async copyImage(root: CopyRoot): Promise<CopiedImage> {
     if (this.opts.skipPresent && root.tags.length > 0 && !root.platforms?.length && (await this.presentAtDestination(root))) {
       this.stats.imagesSkipped++;

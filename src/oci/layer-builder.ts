@@ -17,7 +17,7 @@
  * the uncompressed tar (the diff_id) and the gzip (the digest). The gzip is
  * kept in memory while it is smaller than `memoryLimit` (default 4 MiB), and
  * otherwise spills to one temporary file (under `tmpDir`, default the OS temp
- * folder) that `close()` removes. Files given as `fromFile` are streamed from
+ * folder) that `close()` removes (and, failing that, the process's exit). Files given as `fromFile` are streamed from
  * disk, never read whole.
  *
  * Whiteouts follow the OCI layer spec: deleting `a/b` from lower layers is an
@@ -25,7 +25,7 @@
  * opaque directory) is `a/.wh..wh..opq`, listed first in `a/`.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, rmSync, type WriteStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -189,6 +189,19 @@ async function* tarChunks(entries: Entry[], mtime: Date): AsyncGenerator<Buffer>
   yield Buffer.alloc(TAR_BLOCK * 2);
 }
 
+/** Temporary folders not yet removed: removed at exit whatever happens (an interrupt, a caller that forgot close()). */
+const liveTempDirs = new Set<string>();
+let exitHooked = false;
+
+function trackTempDir(dir: string): void {
+  liveTempDirs.add(dir);
+  if (exitHooked) return;
+  exitHooked = true;
+  process.once('exit', () => {
+    for (const d of liveTempDirs) rmSync(d, { recursive: true, force: true });
+  });
+}
+
 /** Hashes and counts what passes through. */
 class Tap extends Transform {
   readonly hash = createHash('sha256');
@@ -231,6 +244,7 @@ class SpillSink extends Writable {
 
   private async spill(): Promise<void> {
     const dir = await mkdtemp(join(this.tmpDir, 'bundle-layer-'));
+    trackTempDir(dir);
     this.file = join(dir, 'layer.tar.gz');
     this.out = createWriteStream(this.file, { flags: 'wx', mode: 0o600 });
     const held = this.chunks!;
@@ -263,7 +277,10 @@ export async function buildLayer(layer: NewLayer, opts: BuildLayerOptions): Prom
   const gzTap = new Tap();
   const sink = new SpillSink(opts.memoryLimit ?? 4 << 20, opts.tmpDir ?? tmpdir());
   const removeFile = async (): Promise<void> => {
-    if (sink.file) await rm(join(sink.file, '..'), { recursive: true, force: true });
+    if (!sink.file) return;
+    const dir = join(sink.file, '..');
+    await rm(dir, { recursive: true, force: true });
+    liveTempDirs.delete(dir);
   };
   try {
     await pipeline(Readable.from(tarChunks(entries, mtime), { objectMode: false }), tarTap, createGzip({ level: 6 }), gzTap, sink);

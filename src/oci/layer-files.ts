@@ -8,11 +8,11 @@
  * Used by the OpenShift sources: the release payload's `release-manifests/`
  * files and the operator catalog's `/configs`.
  */
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
-import zstd from 'zstd-napi';
+import binding from 'zstd-napi/binding.js';
 import type { Descriptor } from './types.js';
 import type { ContentStore } from '../store/store.js';
 import { verified } from '../util/digest.js';
@@ -49,10 +49,44 @@ function startsWith(buf: Buffer, magic: number[]): boolean {
   return buf.length >= magic.length && magic.every((b, i) => buf[i] === b);
 }
 
+/**
+ * Streaming zstd decompression on the binding itself (the standalone build
+ * swaps `zstd-napi/binding.js` for its embedded addon; the package's own stream
+ * classes would load the addon from disk).
+ */
+class ZstdDecompress extends Transform {
+  private readonly dctx = new binding.DCtx();
+  private inFrame = false;
+  private static readonly OUT = binding.dStreamOutSize();
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      let src = chunk;
+      for (;;) {
+        const dst = Buffer.allocUnsafe(ZstdDecompress.OUT);
+        const [ret, produced, consumed] = this.dctx.decompressStream(dst, src);
+        if (produced > 0) this.push(dst.subarray(0, produced));
+        src = src.subarray(consumed);
+        if (src.length === 0 && (produced < dst.length || ret === 0)) {
+          this.inFrame = ret !== 0;
+          break;
+        }
+      }
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+
+  override _flush(cb: TransformCallback): void {
+    cb(this.inFrame ? new Error('the zstd stream ends inside a frame') : null);
+  }
+}
+
 /** A decompressor chosen by the first bytes: gzip, zstd, or none (a plain tar). */
 function decompressorFor(head: Buffer): NodeJS.ReadWriteStream {
   if (startsWith(head, GZIP)) return createGunzip({ chunkSize: 64 * 1024 });
-  if (startsWith(head, ZSTD)) return new zstd.DecompressStream() as unknown as NodeJS.ReadWriteStream;
+  if (startsWith(head, ZSTD)) return new ZstdDecompress();
   return new PassThrough();
 }
 
@@ -63,6 +97,11 @@ function decompressorFor(head: Buffer): NodeJS.ReadWriteStream {
  * source, the decompressor or the tar is broken, or `onEntry` throws.
  */
 export async function forEachLayerEntry(source: Readable, what: string, onEntry: (entry: LayerEntry) => Promise<void> | void): Promise<void> {
+  // The source may fail (say, its digest) before the pipeline below is attached: keep that error.
+  let early: unknown;
+  source.on('error', (err) => {
+    early ??= err;
+  });
   const head = new PassThrough({ highWaterMark: 1 << 20 });
   const extract = tar.extract();
   let decided = false;
@@ -108,10 +147,13 @@ export async function forEachLayerEntry(source: Readable, what: string, onEntry:
   })();
   // If the consumer fails, stop the pipeline too.
   consume.catch((err: unknown) => extract.destroy(err instanceof Error ? err : new Error(String(err))));
+  const wrap = (err: unknown): BundleError =>
+    err instanceof BundleError ? err : new BundleError(`${what}: cannot read the layer: ${err instanceof Error ? err.message : String(err)}`);
   const flowing = pipeline(source, head, dec, extract).catch((err: unknown) => {
-    throw err instanceof BundleError ? err : new BundleError(`${what}: cannot read the layer: ${err instanceof Error ? err.message : String(err)}`);
+    throw wrap(early ?? err);
   });
   await Promise.all([flowing, consume]);
+  if (early) throw wrap(early);
 }
 
 /** A file's bytes, refused past `max` bytes. */

@@ -11,17 +11,21 @@ export interface RunResult {
   stderr: string;
 }
 
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  onSpawn?: (child: import('node:child_process').ChildProcess) => void;
+}
+
 /** Run the real CLI in a child process, as a user would. */
-export function runBundle(
-  args: string[],
-  opts: { env?: NodeJS.ProcessEnv; cwd?: string; onSpawn?: (child: import('node:child_process').ChildProcess) => void } = {},
-): Promise<RunResult> {
+export function runBundle(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return runProgram(process.execPath, [BIN, ...args], { ...opts, env: { ...process.env, CI: 'true', ...opts.env } });
+}
+
+/** Run a program with exactly the environment given; collect its output. */
+export function runProgram(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: opts.cwd ?? ROOT,
-      env: { ...process.env, CI: 'true', ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(file, args, { cwd: opts.cwd ?? ROOT, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
     opts.onSpawn?.(child);
     let stdout = '';
     let stderr = '';
