@@ -4,8 +4,8 @@
  * a real Docker Distribution registry, a signature store over HTTP on loopback,
  * the real CLI; skopeo, zstd and tar as witnesses.
  *
- * Images are named by their loopback registry (127.0.0.1:PORT/openshift-release-dev/...):
- * registries.conf support (branch i7-infra) is not merged into this branch yet.
+ * Images are named as OpenShift names them (quay.io/openshift-release-dev/...): the
+ * tool reaches the loopback registry through a registries.conf (--registries-conf).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,7 +19,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { skopeoInspectRaw } from './helpers/images.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
-import { buildPayload, seedComponents, skopeoCopyExact, startSignatureStore, type ReleaseComponentFixture, type SignatureStore } from './helpers/openshift.js';
+import { buildPayload, releaseRegistriesConf, seedComponents, skopeoCopyExact, startSignatureStore, type ReleaseComponentFixture, type SignatureStore } from './helpers/openshift.js';
 
 const run = promisify(execFile);
 const VERSION = '4.15.0';
@@ -31,6 +31,8 @@ let sigStore: SignatureStore;
 let components: ReleaseComponentFixture[];
 let payloadDigest: string;
 let releaseRef: string;
+let regConf: string;
+const QUAY = 'quay.io/openshift-release-dev';
 const signatures = [Buffer.from('-----gpg signature one-----\x00\x01\x02'), Buffer.from('-----gpg signature two-----\xff')];
 
 function sha256(b: Buffer): string {
@@ -52,11 +54,13 @@ async function config(name: string, body: string[]): Promise<string> {
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'bundle-release-'));
   [src, dst] = await Promise.all([startRegistry(), startRegistry()]);
-  components = await seedComponents(join(work, 'components'), src.host, 22);
+  components = await seedComponents(join(work, 'components'), src.host, 22, 'component', 'quay.io');
+  regConf = join(work, 'registries.conf');
+  await writeFile(regConf, releaseRegistriesConf(src.host));
   const payload = await buildPayload(join(work, 'payload'), { version: VERSION, components });
   payloadDigest = payload.digest;
-  releaseRef = `${src.host}/openshift-release-dev/ocp-release:${VERSION}-x86_64`;
-  await skopeoCopyExact(join(work, 'payload'), `${VERSION}-x86_64`, releaseRef);
+  releaseRef = `${QUAY}/ocp-release:${VERSION}-x86_64`;
+  await skopeoCopyExact(join(work, 'payload'), `${VERSION}-x86_64`, `${src.host}/openshift-release-dev/ocp-release:${VERSION}-x86_64`);
   sigStore = await startSignatureStore({ [payloadDigest]: signatures });
   const r = await runBundle(['keygen', '--out', join(work, 'site')]);
   assert.equal(r.code, 0, r.stderr);
@@ -75,7 +79,7 @@ describe('release: create and push', () => {
   before(async () => {
     const cfg = await config('release.yaml', ['releases:', `  - image: ${releaseRef}`, `    signatureStore: ${sigStore.url}/`]);
     bundle = join(work, 'release.airgap');
-    let r = await runBundle(['create', '-c', cfg, '-o', bundle, '--sign-key', join(work, 'site.key')]);
+    let r = await runBundle(['create', '-c', cfg, '-o', bundle, '--sign-key', join(work, 'site.key'), '--registries-conf', regConf]);
     assertNoStack(r);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     outDir = join(work, 'out');
@@ -121,15 +125,15 @@ describe('release: create and push', () => {
     const idms = parseYaml(await readFile(join(outDir, 'idms.yaml'), 'utf8')) as { kind: string; spec: { imageDigestMirrors: { source: string; mirrors: string[] }[] } };
     assert.equal(idms.kind, 'ImageDigestMirrorSet');
     assert.deepEqual(idms.spec.imageDigestMirrors, [
-      { source: `${src.host}/openshift-release-dev/ocp-release`, mirrors: [`${dst.host}/mirror/openshift/release`] },
-      { source: `${src.host}/openshift-release-dev/ocp-v4.0-art-dev`, mirrors: [`${dst.host}/mirror/openshift/release`] },
+      { source: `${QUAY}/ocp-release`, mirrors: [`${dst.host}/mirror/openshift/release`] },
+      { source: `${QUAY}/ocp-v4.0-art-dev`, mirrors: [`${dst.host}/mirror/openshift/release`] },
     ]);
   });
 
   it('writes imageDigestSources and imageContentSources for install-config.yaml', async () => {
     const expected = [
-      { mirrors: [`${dst.host}/mirror/openshift/release`], source: `${src.host}/openshift-release-dev/ocp-release` },
-      { mirrors: [`${dst.host}/mirror/openshift/release`], source: `${src.host}/openshift-release-dev/ocp-v4.0-art-dev` },
+      { mirrors: [`${dst.host}/mirror/openshift/release`], source: `${QUAY}/ocp-release` },
+      { mirrors: [`${dst.host}/mirror/openshift/release`], source: `${QUAY}/ocp-v4.0-art-dev` },
     ];
     const digest = parseYaml(await readFile(join(outDir, 'install-config-digest-sources.yaml'), 'utf8')) as Record<string, unknown>;
     assert.deepEqual(digest, { imageDigestSources: expected });
@@ -166,17 +170,17 @@ describe('release: a component missing from the source', () => {
 
   before(async () => {
     // A release naming one component the registry never had.
-    missing = `${src.host}/openshift-release-dev/ocp-v4.0-art-dev@sha256:${'d'.repeat(64)}`;
+    missing = `${QUAY}/ocp-v4.0-art-dev@sha256:${'d'.repeat(64)}`;
     const list = [...components.slice(0, 3), { name: 'gone-operator', ref: missing, digest: `sha256:${'d'.repeat(64)}` }];
     await buildPayload(join(work, 'payload-broken'), { version: '4.15.1', components: list, tag: '4.15.1-x86_64' });
-    brokenRef = `${src.host}/openshift-release-dev/ocp-release:4.15.1-x86_64`;
-    await skopeoCopyExact(join(work, 'payload-broken'), '4.15.1-x86_64', brokenRef);
+    brokenRef = `${QUAY}/ocp-release:4.15.1-x86_64`;
+    await skopeoCopyExact(join(work, 'payload-broken'), '4.15.1-x86_64', `${src.host}/openshift-release-dev/ocp-release:4.15.1-x86_64`);
     cfg = await config('broken.yaml', ['releases:', `  - image: ${brokenRef}`, '    signatureStore: none']);
   });
 
   it('fails without --skip-missing, naming the image and its release, and writes no file', async () => {
     const out = join(work, 'broken.airgap');
-    const r = await runBundle(['create', '-c', cfg, '-o', out]);
+    const r = await runBundle(['create', '-c', cfg, '-o', out, '--registries-conf', regConf]);
     assertNoStack(r);
     assert.equal(r.code, 1, r.stderr);
     assert.ok(r.stderr.includes(missing), r.stderr);
@@ -186,7 +190,7 @@ describe('release: a component missing from the source', () => {
 
   it('with --skip-missing records the skip in the bundle, and push reports it', async () => {
     const out = join(work, 'skipped.airgap');
-    let r = await runBundle(['create', '-c', cfg, '-o', out, '--skip-missing', '--sign-key', join(work, 'site.key')]);
+    let r = await runBundle(['create', '-c', cfg, '-o', out, '--skip-missing', '--sign-key', join(work, 'site.key'), '--registries-conf', regConf]);
     assertNoStack(r);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`SKIPPED ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));

@@ -63,16 +63,17 @@ export function releaseMetadata(version: string): string {
 
 /**
  * Component images (each with a layer of its own) pushed to
- * `<registry>/openshift-release-dev/ocp-v4.0-art-dev`, named `component-00`...
+ * `<registry>/openshift-release-dev/ocp-v4.0-art-dev`, named `component-00`...,
+ * referred to as `<nameAs>/openshift-release-dev/ocp-v4.0-art-dev@sha256:...`.
  */
-export async function seedComponents(layoutDir: string, registry: string, count: number, prefix = 'component'): Promise<ReleaseComponentFixture[]> {
+export async function seedComponents(layoutDir: string, registry: string, count: number, prefix = 'component', nameAs = registry): Promise<ReleaseComponentFixture[]> {
   const b = await new LayoutBuilder(layoutDir).init();
   const out: ReleaseComponentFixture[] = [];
   for (let i = 0; i < count; i++) {
     const name = `${prefix}-${String(i).padStart(2, '0')}`;
     const img = await b.image([await b.layer({ [`usr/bin/${name}`]: `#!/bin/sh\necho ${name}\n` })], undefined, name);
     b.tag(name, img);
-    out.push({ name, digest: img.digest, ref: `${registry}/openshift-release-dev/ocp-v4.0-art-dev@${img.digest}` });
+    out.push({ name, digest: img.digest, ref: `${nameAs}/openshift-release-dev/ocp-v4.0-art-dev@${img.digest}` });
   }
   await b.save();
   await inBatches(out, 4, (c) => skopeoCopyExact(layoutDir, c.name, `${registry}/openshift-release-dev/ocp-v4.0-art-dev:${c.name}`));
@@ -177,4 +178,9 @@ export async function startSignatureStore(signatures: Record<string, Buffer[]>):
     requests,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** A registries.conf sending `quay.io/openshift-release-dev` to a loopback registry. */
+export function releaseRegistriesConf(host: string): string {
+  return `[[registry]]\nprefix = "quay.io/openshift-release-dev"\nlocation = "${host}/openshift-release-dev"\ninsecure = true\n`;
 }
