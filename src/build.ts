@@ -1,8 +1,9 @@
 /**
  * The build step after `tsc` (`npm run build`):
- * 1. compiles the bundle manifest's JSON Schema into standalone validation code
- *    with ajv (dist/generated/), so verify and push do not load and compile ajv
- *    at every start (validate.ts falls back to compiling when it is missing);
+ * 1. compiles the bundle manifest's JSON Schema (as written, and opened for newer
+ *    minors) into standalone validation code with ajv (dist/generated/), so verify
+ *    and push do not load and compile ajv at every start (validate.ts falls back
+ *    to compiling when it is missing);
  * 2. bundles the CLI and the hashing worker into single files with esbuild
  *    (dist/bundle/), which bin/bundle.js runs: one file to load instead of
  *    hundreds of modules halves the start-up of a short command such as a
@@ -13,16 +14,20 @@ import { dirname, join } from 'node:path';
 import standalone from 'ajv/dist/standalone/index.js';
 import { build } from 'esbuild';
 import { createAjv, loadSchemaFile } from './bundle/schema-problems.js';
-import { MANIFEST_SCHEMA_URL } from './bundle/validate.js';
+import { MANIFEST_SCHEMA_URL, openSchema, VALIDATOR_FILES } from './bundle/validate.js';
 import { generatedFile, packageRoot } from './util/package-root.js';
 
 const PACKAGE_ROOT = packageRoot();
 
-const validatorFile = generatedFile('manifest-validator.cjs');
-const ajv = createAjv({ code: { source: true } });
-const validate = ajv.compile(loadSchemaFile(MANIFEST_SCHEMA_URL));
-mkdirSync(dirname(validatorFile), { recursive: true });
-writeFileSync(validatorFile, `// Generated from spec/bundle-manifest.schema.json by src/build.ts: do not edit.\n${standalone.default(ajv, validate)}\n`);
+// The manifest schema as written, and opened for manifests of a newer minor (validate.ts).
+const manifestSchema = loadSchemaFile(MANIFEST_SCHEMA_URL);
+for (const [which, file] of Object.entries(VALIDATOR_FILES)) {
+  const ajv = createAjv({ code: { source: true } });
+  const validate = ajv.compile((which === 'open' ? openSchema(manifestSchema) : manifestSchema) as Record<string, unknown>);
+  const validatorFile = generatedFile(file);
+  mkdirSync(dirname(validatorFile), { recursive: true });
+  writeFileSync(validatorFile, `// Generated from spec/bundle-manifest.schema.json by src/build.ts: do not edit.\n${standalone.default(ajv, validate)}\n`);
+}
 
 // A fresh folder: chunk names carry content hashes, so old ones would pile up.
 rmSync(join(PACKAGE_ROOT, 'dist/bundle'), { recursive: true, force: true });

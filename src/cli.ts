@@ -107,7 +107,7 @@ ${EXIT_DOC}`,
   outputOptions(
     program
       .command('inspect')
-      .description('Show what a bundle holds (images, sizes, signer) from its manifest, instantly. Checks nothing: use verify.')
+      .description('Show what a bundle holds (images, sizes, signer, and any manifest fields this version does not know, from a newer 1.x format) from its manifest, instantly. Checks nothing: use verify.')
       .argument('<file>', 'the .airgap file')
       .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),
@@ -141,6 +141,7 @@ ${EXIT_DOC}`,
       .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
+      .option('--keep-registry-host', 'keep the source host in the path: quay.io/ns/app:1.2 lands at HOST/PREFIX/quay.io/ns/app:1.2 (a port joins with -)')
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf (and the OpenShift files) go', './airgap-push-out')
@@ -159,7 +160,9 @@ ${EXIT_DOC}`,
 Blobs the registry already has are skipped, so running it again after an interruption
 finishes the job; an image whose tags already point at its digest is skipped whole
 (a registry accepts a manifest only when all it needs is there; --recheck looks anyway).
-Every byte is checked against its digest before it is sent on.
+Every byte is checked against its digest before it is sent on. Two different images
+that would land on the same tag (quay.io/ns/app:1 and docker.io/ns/app:1) are refused
+before anything is sent; --keep-registry-host keeps them apart.
 
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub

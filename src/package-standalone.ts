@@ -14,6 +14,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, w
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { build, type Plugin } from 'esbuild';
+import { VALIDATOR_FILES } from './bundle/validate.js';
 import { generatedFile, packageRoot } from './util/package-root.js';
 
 interface PackageConfig {
@@ -45,7 +46,11 @@ mkdirSync(outDir, { recursive: true });
 const tarHeaders = join(dirname(require.resolve('tar-stream')), 'headers.js');
 const rewrites: { file: string; from: string; to: string }[] = [
   { file: 'archive/tar.js', from: "require(path.join(path.dirname(require.resolve('tar-stream')), 'headers.js'))", to: `require(${JSON.stringify(tarHeaders)})` },
-  { file: 'bundle/validate.js', from: "generatedFile('manifest-validator.cjs')", to: JSON.stringify(generatedFile('manifest-validator.cjs')) },
+  {
+    file: 'bundle/validate.js',
+    from: 'createRequire(import.meta.url)(generatedFile(VALIDATOR_FILES[which]))',
+    to: `(which === 'open' ? require(${JSON.stringify(generatedFile(VALIDATOR_FILES.open))}) : require(${JSON.stringify(generatedFile(VALIDATOR_FILES.strict))}))`,
+  },
 ];
 const standalonePlugin: Plugin = {
   name: 'standalone',

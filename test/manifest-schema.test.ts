@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FORMAT_VERSION, type BundleManifest } from '../src/bundle/manifest.js';
-import { MANIFEST_SCHEMA_URL, validateManifest } from '../src/bundle/validate.js';
+import { MANIFEST_SCHEMA_URL, unknownFields, validateManifest } from '../src/bundle/validate.js';
 import { BundleError } from '../src/util/errors.js';
 import { loadSchemaFile } from '../src/bundle/schema-problems.js';
 
@@ -129,6 +129,44 @@ describe('bundle manifest schema', () => {
       /^invalid bundle manifest:\n/,
       /\.\.\. and 3 more$/,
     );
+  });
+
+  it('a newer minor: unknown keys at every level and unknown extensible values are accepted, carried and listed', () => {
+    const m = valid() as unknown as Rec;
+    m.formatVersion = `1.${Number(FORMAT_VERSION.split('.')[1]) + 1}`;
+    m.laterField = { devfile: [{ name: 'java' }] };
+    (m.tool as Rec).commit = 'abc';
+    member(m, 0).compressed = true;
+    image(m, 0).origin = 'devfile-registry';
+    image(m, 0).annotations = { a: 'b' };
+    assert.equal(validateManifest(m), m);
+    assert.deepEqual(unknownFields(m).sort(), [
+      '"laterField"',
+      'images[0]."annotations"',
+      'images[0].origin = "devfile-registry"',
+      'members[0]."compressed"',
+      'tool."commit"',
+    ]);
+    assert.deepEqual(unknownFields(valid()), []);
+  });
+
+  it('a newer minor is still checked strictly on every field this version knows', () => {
+    const newer = (mutate: (m: Rec) => void) => (m: Rec) => {
+      m.formatVersion = '1.7';
+      m.extra = 1;
+      mutate(m);
+    };
+    fails(newer((m) => (member(m, 1).digest = 'sha256:XYZ')), /members\[1\]\.digest: "sha256:XYZ" is not a sha256 digest/);
+    fails(newer((m) => (image(m, 0).origin = '')), /images\[0\]\.origin: must not be empty/);
+    fails(newer((m) => (image(m, 0).origin = 7)), /images\[0\]\.origin: expected a string/);
+    fails(newer((m) => delete image(m, 0).refName), /images\[0\]: missing required key "refName"/);
+    fails(newer((m) => (member(m, 0).path = '../x')), /members\[0\]\.path: .* is not a member path/);
+    fails(newer((m) => (m.kind = 'Other')), /kind: expected "AirgapBundleManifest"/);
+  });
+
+  it('refuses another major', () => {
+    fails((m) => (m.formatVersion = '2.0'), /formatVersion: "2\.0" is not a format 1\.x version/);
+    fails((m) => (m.formatVersion = '01.0'), /formatVersion/);
   });
 
   it('rejects things that are not objects', () => {

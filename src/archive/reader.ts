@@ -1,7 +1,7 @@
 /**
  * Reads a .airgap file (spec/airgap-format.md). Opening reads only the seek
  * table and the last five frames; members are streamed on demand by seeking
- * through the seek table, and scanMembers() reads the whole file once.
+ * through the seek table, and hashMembers() reads the whole file once.
  */
 import { createHash } from 'node:crypto';
 import { read as fsRead } from 'node:fs';
@@ -29,6 +29,8 @@ const RANGE_AHEAD = 1;
 const MAX_FRAME_COMPRESSED = 256 * 1024 * 1024;
 /** Manifests read into memory by fetchManifest/readMember may not exceed this. */
 const MAX_IN_MEMORY_MEMBER = 64 * 1024 * 1024;
+/** A header frame holds a member's tar header blocks: a ustar block, and a pax header with its (bounded) data. */
+const MAX_HEADER_FRAME = 1024 * 1024 + 3 * 512;
 /** Number of trailing frames that hold the control members: manifest (2), signature (2), tar end (1). */
 export const CONTROL_FRAMES = 5;
 
@@ -39,17 +41,6 @@ export interface FrameInfo {
   /** Offset of the frame's content in the decompressed stream (the tar). */
   decompressedOffset: number;
   decompressedSize: number;
-}
-
-export interface ScannedMember {
-  path: string;
-  size: number;
-  /** Decompressed offset of the member's first data byte. */
-  offset: number;
-  /** Tar entry type as tar-stream names it (`file` for every member this tool writes). */
-  type: string;
-  /** The member's bytes; consume (or destroy) it before asking for the next member. */
-  data: Readable;
 }
 
 /** A member as hashMembers() sees it: where it is and the sha256 of its data. */
@@ -136,7 +127,7 @@ export class ArchiveReader implements ContentStore {
         throw notBundle(`its seek table covers ${c} bytes of frames but the file holds ${size - table.tableSize} (truncated or modified?)`);
       }
       if (frames.length < 2 * 2 + CONTROL_FRAMES) throw notBundle(`only ${frames.length} frames, too few for a bundle`);
-      const control = await readControl(fh, frames, notBundle);
+      const control = await readControl(fh, frames, notBundle, file);
       return new ArchiveReader(file, fh, size, frames, control);
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -207,26 +198,9 @@ export class ArchiveReader implements ContentStore {
 
   /**
    * One sequential pass over the whole tar: every physical member in order,
-   * with its data. Throws ArchiveCorruptError on a bad frame, a bad tar
-   * header, a tar without its end, or data after the end.
-   */
-  async *scanMembers(): AsyncGenerator<ScannedMember> {
-    const src = new ByteSource(this.decodedFrom(0));
-    for await (const entry of this.entries(src, false)) {
-      const data = new MemberStream(src, entry.size);
-      yield { ...entry, data };
-      try {
-        await data.settle();
-      } catch (err) {
-        throw src.failure ?? err;
-      }
-      if (src.failure) throw src.failure;
-    }
-  }
-
-  /**
-   * The same pass, hashing each member's data on the way with no stream in
-   * between (the fast path of verify). `from`/`to` restrict it to frames
+   * its data hashed on the way with no stream in between (verify's read).
+   * Throws ArchiveCorruptError on a bad frame, a bad tar header, a tar
+   * without its end, or data after the end. `from`/`to` restrict it to frames
    * [from, to): `from` must be a member's first header frame, and a range that
    * stops before the last frame ends cleanly at a member boundary, so two
    * ranges can be checked in parallel.
@@ -255,7 +229,7 @@ export class ArchiveReader implements ContentStore {
    * asking for the next. `partial`: the source stops at a member boundary
    * instead of the end-of-archive blocks.
    */
-  private async *entries(src: ByteSource, partial: boolean): AsyncGenerator<Omit<ScannedMember, 'data'>> {
+  private async *entries(src: ByteSource, partial: boolean): AsyncGenerator<Omit<HashedMember, 'digest'>> {
     let pendingName: string | undefined;
     let pendingSize: number | undefined;
     for (;;) {
@@ -319,6 +293,66 @@ export class ArchiveReader implements ContentStore {
       bestDistance = distance;
     }
     return best;
+  }
+
+  /**
+   * What the frames hold besides the listed members and the control members,
+   * checked from the seek table and the (small) header frames alone, without
+   * reading any member's data: every listed member is one header frame naming
+   * it with its size, then data frames ending exactly where its padded data
+   * ends, members back to back in offset order, then the five control frames.
+   * An unlisted member (an extra copy of a control member, say) has no place
+   * to hide. Empty when the layout is exactly that.
+   */
+  async layoutProblems(): Promise<string[]> {
+    const frames = this.frames;
+    const controlStart = frames.length - CONTROL_FRAMES;
+    const members = [...this.manifest.members].sort((a, b) => a.offset - b.offset);
+    const headers: { frame: number; member: BundleMember }[] = [];
+    let f = 0;
+    let pos = 0;
+    // Empty frames hold nothing, so they hide nothing: skipped wherever they are.
+    const skipEmpty = (): void => {
+      while (f < controlStart && frames[f]!.decompressedSize === 0) f++;
+    };
+    for (const m of members) {
+      skipEmpty();
+      const h = frames[f];
+      if (f >= controlStart || !h || h.decompressedOffset !== pos || h.decompressedOffset + h.decompressedSize !== m.offset || h.decompressedSize > MAX_HEADER_FRAME) {
+        return [`the archive holds something the manifest does not list between tar offsets ${pos} and ${m.offset} (before ${m.path})`];
+      }
+      headers.push({ frame: f, member: m });
+      const end = m.offset + m.size + padding(m.size);
+      for (f++; f < controlStart && frames[f]!.decompressedOffset < end; f++);
+      if ((frames[f]?.decompressedOffset ?? Infinity) !== end) return [`${m.path}: its data frames do not end where its data does (tar offset ${end})`];
+      pos = end;
+    }
+    skipEmpty();
+    if (f !== controlStart) {
+      return [`the archive holds something the manifest does not list between tar offset ${pos} and ${MANIFEST_MEMBER}`];
+    }
+    const problems: string[] = [];
+    // Header frames are a few dozen bytes each: read them a batch at a time.
+    for (let i = 0; i < headers.length; i += 64) {
+      const batch = headers.slice(i, i + 64);
+      const decoded = await Promise.all(batch.map(({ frame }) => this.readFrame(frame).then(parseHeaderFrame, () => undefined)));
+      batch.forEach(({ frame, member }, j) => {
+        const found = decoded[j];
+        if (!found || found.name !== member.path || found.size !== member.size) {
+          problems.push(
+            `frame ${frame} should hold the tar header of ${member.path} (${member.size} bytes) but holds ${found ? `${found.name} (${found.size} bytes)` : 'something else'}`,
+          );
+        }
+      });
+    }
+    return problems;
+  }
+
+  /** One frame's decoded content (for small frames: read whole into memory). */
+  private async readFrame(i: number): Promise<Buffer> {
+    const f = this.frames[i]!;
+    const parts = decodeFrame(await readAt(this.fh, f.compressedOffset, f.compressedSize), f.decompressedSize);
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
   // ---- ContentStore ----
@@ -461,7 +495,7 @@ class ByteSource {
   private done = false;
   /** Decompressed bytes consumed so far. */
   position = 0;
-  failure: Error | undefined;
+  private failure: Error | undefined;
 
   constructor(
     private readonly it: AsyncIterator<Buffer[]>,
@@ -542,60 +576,6 @@ class ByteSource {
 }
 
 /**
- * A member's data during scanMembers(), pulled from the shared ByteSource.
- * objectMode so that chunks (Buffers, zero-copy views) are never concatenated.
- */
-class MemberStream extends Readable {
-  private remaining: number;
-  private filling: Promise<void> | undefined;
-
-  constructor(
-    private readonly src: ByteSource,
-    size: number,
-  ) {
-    super({ objectMode: true, highWaterMark: 16 });
-    this.remaining = size;
-  }
-
-  override _read(): void {
-    if (this.filling) return;
-    while (this.remaining > 0) {
-      const piece = this.src.takeSync(this.remaining);
-      if (!piece) {
-        this.filling = this.src.fill().then(
-          (more) => {
-            this.filling = undefined;
-            if (!more) this.destroy(new ArchiveCorruptError('the tar ends in the middle of a member (truncated?)'));
-            else if (!this.destroyed) this._read();
-          },
-          (err: Error) => {
-            this.filling = undefined;
-            this.destroy(err);
-          },
-        );
-        return;
-      }
-      this.remaining -= piece.length;
-      const more = this.push(piece);
-      if (this.remaining === 0) break;
-      if (!more) return;
-    }
-    this.push(null);
-  }
-
-  /** Wait for any fill in flight, then skip whatever the consumer left unread. */
-  async settle(): Promise<void> {
-    if (this.filling) await this.filling;
-    if (this.remaining > 0) {
-      const left = this.remaining;
-      this.remaining = 0;
-      if (!this.destroyed) this.destroy();
-      await this.src.skip(left);
-    }
-  }
-}
-
-/**
  * Read exactly `length` bytes at `position` into a new buffer. Uses the
  * callback fs.read on the raw fd: it costs the main thread noticeably less
  * per call than FileHandle.read, which matters for the full-file scan.
@@ -621,7 +601,7 @@ interface Control {
 }
 
 /** Read and check the last five frames: manifest header + data, signature header + data, tar end. */
-async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why: string) => UsageError): Promise<Control> {
+async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why: string) => UsageError, file: string): Promise<Control> {
   const n = frames.length;
   const first = frames[n - CONTROL_FRAMES]!;
   const last = frames[n - 1]!;
@@ -655,7 +635,7 @@ async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why:
   } catch {
     throw notBundle(`${SIGNATURE_MEMBER} is not valid JSON`);
   }
-  checkManifestShape(manifest, notBundle);
+  checkManifestShape(manifest, notBundle, file);
   if (
     !envelope ||
     typeof envelope !== 'object' ||
@@ -668,41 +648,54 @@ async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why:
   return { manifest, manifestBytes, envelope, envelopeBytes };
 }
 
-/** A control member's bytes from its header frame and single data frame. */
-function controlMember(head: Buffer, data: Buffer, expected: string, notBundle: (why: string) => UsageError): Buffer {
-  let name: string | undefined;
-  let size: number | undefined;
+/**
+ * The member a header frame introduces: its content must be exactly one member's
+ * header blocks (a ustar header, optionally preceded by a pax header and its data).
+ * Undefined when it holds anything else.
+ */
+export function parseHeaderFrame(head: Buffer): { name: string; size: number } | undefined {
   try {
     let pos = 0;
     let paxName: string | undefined;
+    let paxSize: string | undefined;
     while (pos + TAR_BLOCK <= head.length) {
       const h = decodeHeaderBlock(head.subarray(pos, pos + TAR_BLOCK));
       pos += TAR_BLOCK;
-      if (!h) break;
+      if (!h) return undefined;
       if (h.type === 'pax-header') {
-        paxName = decodePax(head.subarray(pos, pos + h.size)).path;
+        const pax = decodePax(head.subarray(pos, pos + h.size));
+        paxName = pax.path;
+        paxSize = pax.size;
         pos += h.size + padding(h.size);
         continue;
       }
-      name = paxName ?? h.name;
-      size = h.size;
-      break;
+      if (h.type !== 'file' || pos !== head.length) return undefined;
+      return { name: paxName ?? h.name, size: paxSize !== undefined ? Number(paxSize) : h.size };
     }
-    if (pos !== head.length) name = undefined;
   } catch {
-    name = undefined;
+    // not a header
   }
-  if (name !== expected || size === undefined) throw notBundle(`the frames where ${expected} belongs do not hold it`);
+  return undefined;
+}
+
+/** A control member's bytes from its header frame and single data frame. */
+function controlMember(head: Buffer, data: Buffer, expected: string, notBundle: (why: string) => UsageError): Buffer {
+  const member = parseHeaderFrame(head);
+  if (member?.name !== expected) throw notBundle(`the frames where ${expected} belongs do not hold it`);
+  const size = member.size;
   if (data.length !== size + padding(size)) throw notBundle(`${expected} does not fill its frame`);
   return data.subarray(0, size);
 }
 
-function checkManifestShape(m: BundleManifest, notBundle: (why: string) => UsageError): void {
+function checkManifestShape(m: BundleManifest, notBundle: (why: string) => UsageError, file: string): void {
   if (!m || typeof m !== 'object' || m.kind !== 'AirgapBundleManifest' || m.schemaVersion !== 1) {
     throw notBundle(`${MANIFEST_MEMBER} is not an AirgapBundleManifest`);
   }
   if (typeof m.formatVersion !== 'string' || !/^1\.\d+$/.test(m.formatVersion)) {
-    throw notBundle(`format ${String(m.formatVersion)} is not supported (this tool reads format 1.x)`);
+    // Another major may change the framing itself: nothing in it can be trusted to mean what 1.x says.
+    throw new UsageError(
+      `${file} is a format ${JSON.stringify(m.formatVersion)} bundle; this tool reads format 1.x only (any 1.<minor>), so it needs a tool that knows that format`,
+    );
   }
   if (!Array.isArray(m.members) || !Array.isArray(m.images)) throw notBundle(`${MANIFEST_MEMBER} lacks members or images`);
   for (const mem of m.members) {

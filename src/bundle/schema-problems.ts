@@ -5,7 +5,9 @@
  * Schemas may annotate a subschema with two non-standard keywords:
  *   `x-what`     a noun phrase for what the value should be ("a platform"), used when a
  *                pattern fails: `"linux" is not a platform; expected <x-expected>`;
- *   `x-expected` what is expected, used for pattern and type errors.
+ *   `x-expected` what is expected, used for pattern and type errors;
+ *   `x-extensible` on an enum: a later minor version of the format may add values
+ *                (see openSchema in validate.ts).
  */
 import type { Ajv, ErrorObject, Options } from 'ajv';
 import { createRequire } from 'node:module';
@@ -29,6 +31,7 @@ export function createAjv(opts: Options = {}): Ajv {
   const ajv = new AjvClass({ allErrors: true, verbose: true, strict: true, ...opts });
   ajv.addKeyword('x-what');
   ajv.addKeyword('x-expected');
+  ajv.addKeyword('x-extensible');
   return ajv;
 }
 

@@ -120,12 +120,28 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   const good = new Set<string>();
   const seen = new Set<string>();
   const totalBytes = manifest.members.reduce((n, m) => n + m.size, 0);
-  progress?.phase('checking every member', manifest.members.length, totalBytes);
+  // Every member's data is read, the manifest and its signature envelope too.
+  progress?.phase('checking every member', manifest.members.length, totalBytes + reader.manifestBytes.length + reader.envelopeBytes.length);
 
   const { members: physical, error } = await hashAllMembers(reader, totalBytes, progress);
   if (error) problems.push({ kind: 'archive', message: `the archive could not be read to its end: ${error}` });
+  // Only the two control members in their fixed frames are exempt from the listing; any other copy is unlisted.
+  const frames = reader.frames;
+  const controlAt = new Map([
+    [MANIFEST_MEMBER, frames[frames.length - 4]!.decompressedOffset],
+    [SIGNATURE_MEMBER, frames[frames.length - 2]!.decompressedOffset],
+  ]);
   for (const member of physical) {
-    if (member.path === MANIFEST_MEMBER || member.path === SIGNATURE_MEMBER) continue;
+    const fixed = controlAt.get(member.path);
+    if (fixed === member.offset) continue;
+    if (fixed !== undefined) {
+      problems.push({
+        kind: 'unlisted',
+        member: member.path,
+        message: `an extra copy of ${member.path} at tar offset ${member.offset}: only the one in the archive's last frames counts, and the manifest lists no other`,
+      });
+      continue;
+    }
     if (member.type !== 'file') {
       problems.push({ kind: 'unlisted', member: member.path, message: `${member.path} is a ${member.type} entry; a bundle holds only files` });
       continue;
@@ -156,6 +172,11 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   progress?.finishPhase(problems.length === 0);
   for (const m of manifest.members) {
     if (!seen.has(m.path)) problems.push({ kind: 'missing', member: m.path, message: `${m.path} is listed in the manifest but not in the archive` });
+  }
+  // Content all present and accounted for: the frames must follow the framing rules too, as push checks
+  // them (so that whatever push refuses, verify has named first).
+  if (!problems.some((p) => p.kind !== 'signature' && p.kind !== 'manifest')) {
+    for (const message of await reader.layoutProblems()) problems.push({ kind: 'archive', message });
   }
 
   const leftOut = new Set((manifest.base?.blobs ?? []).map((b) => b.digest));

@@ -158,16 +158,19 @@ async function createFromSources(
   let planned: { kind: string; plan: SourcePlan }[];
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
+  const warnings: string[] = [];
   try {
     planned = await planSources(config, ctx);
     sources = mergeImages(planned);
     for (const { plan } of planned) failed.push(...plan.failures);
+    for (const { plan } of planned) warnings.push(...(plan.warnings ?? []));
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
   const skipped = planned.flatMap(({ plan }) => plan.skipped);
   progress.finishPhase(failed.length === 0);
+  for (const w of warnings) progress.warn(w);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
   for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
@@ -268,6 +271,7 @@ async function createFromSources(
       base: result.manifest.base ? { name: result.manifest.base.name, digest: result.manifest.base.digest, blobsLeftOut: result.manifest.base.blobs.length } : null,
       executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
+      warnings,
       failed,
       skipped,
     };

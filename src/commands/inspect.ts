@@ -1,5 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { ArchiveReader } from '../archive/reader.js';
+import { FORMAT_VERSION } from '../bundle/manifest.js';
+import { isNewerMinor, unknownFields } from '../bundle/validate.js';
 import { humanBytes } from '../util/progress.js';
 import { printJson, type OutputOptions } from './common.js';
 
@@ -16,6 +18,8 @@ export async function inspectCommand(file: string, opts: InspectOptions): Promis
     if (opts.manifestOut) await writeFile(opts.manifestOut, reader.manifestBytes);
     const contentBytes = m.members.reduce((n, x) => n + x.size, 0);
     const signers = reader.envelope.signatures.map((s) => s.keyid);
+    // What a newer minor of the format added: carried along, reported, not understood.
+    const unknown = unknownFields(m);
     if (opts.json) {
       printJson({
         file,
@@ -30,6 +34,7 @@ export async function inspectCommand(file: string, opts: InspectOptions): Promis
         images: m.images,
         base: m.base ? { name: m.base.name, digest: m.base.digest, created: m.base.created, blobsLeftOut: m.base.blobs.length } : null,
         manifestOut: opts.manifestOut ?? null,
+        unknownFields: unknown,
       });
       return 0;
     }
@@ -37,6 +42,10 @@ export async function inspectCommand(file: string, opts: InspectOptions): Promis
     out.write(`${file}\n`);
     out.write(`  format ${m.formatVersion}, created ${m.created} by ${m.tool.name} ${m.tool.version}\n`);
     out.write(`  ${m.members.length} members, ${humanBytes(contentBytes)} of content in ${humanBytes(reader.fileSize)} on disk\n`);
+    if (unknown.length) {
+      const why = isNewerMinor(m) ? `format ${m.formatVersion} is newer than this tool's ${FORMAT_VERSION}` : `NOT valid format ${m.formatVersion}`;
+      out.write(`  unknown to this version (${why}): ${unknown.join(', ')}\n`);
+    }
     out.write(`  ${signers.length ? `signed by key ${signers.join(', ')}` : 'UNSIGNED'} (not checked here: run bundle verify --key)\n`);
     if (m.base) {
       const bytes = m.base.blobs.reduce((n, b) => n + b.size, 0);

@@ -32,6 +32,18 @@
  * An index base contributes one platform's manifest: `base.platform`, else the
  * only platform, else linux/amd64. The result is a single-platform image.
  *
+ * Example, a source of `bundle create` (the create loop copies it like any image):
+ *   const store = storeFor(ref.registry);           // pulls honour --registries-conf
+ *   const desc = await store.resolve(ref.repository, referenceSelector(ref));
+ *   const p = await prepareImage({
+ *     base: { store, repo: ref.repository, desc, label: formatReference(ref) },
+ *     layer: { files: [{ path: 'index.json', data }], opaqueDirs: ['/stacks'], whiteouts: ['/tmp/cache'] },
+ *     config: { labels: { 'org.example.built-by': 'bundle' } },
+ *     created: sourceDateEpoch(), createdBy: 'bundle create: devfile registry index',
+ *   });
+ *   const image = { store: p.store, root: preparedRoot(p, 'devfile/index', ['latest'], 'devfile index'), ... };
+ *   // after the bundle is written: await p.close()
+ *
  * Deterministic: the same base, layer content, edits, `created` and
  * `createdBy` give the same digests. `created` defaults to SOURCE_DATE_EPOCH,
  * else 1970-01-01T00:00:00Z.

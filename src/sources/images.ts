@@ -42,7 +42,7 @@ export const imagesKind: SourceKind<ImagesSection> = {
   },
   async plan(section, ctx) {
     const r = await resolveImages(section.images, section.ociLayouts, (reg) => ctx.storeFor(reg), ctx.concurrency, ctx.keepGoing, ctx.signatures);
-    return { images: r.images, failures: r.failures, skipped: [] };
+    return { images: r.images, failures: r.failures, skipped: [], warnings: r.warnings };
   },
 };
 
@@ -57,8 +57,9 @@ export async function resolveImages(
   concurrency = 8,
   keepGoing = false,
   withCosign = true,
-): Promise<{ images: SourceImage[]; failures: ResolveFailure[] }> {
+): Promise<{ images: SourceImage[]; failures: ResolveFailure[]; warnings: string[] }> {
   const failures: ResolveFailure[] = [];
+  const warnings: string[] = [];
   const fromRegistries = await mapLimit(images, concurrency, async (spec) => {
     try {
       return await resolveRegistryImage(spec, registryStore);
@@ -80,7 +81,9 @@ export async function resolveImages(
     ? (
         await mapLimit(resolved, concurrency, async (img) => {
           try {
-            return await cosignArtifacts(img);
+            const found = await cosignArtifacts(img);
+            warnings.push(...found.warnings);
+            return found.images;
           } catch (err) {
             failures.push({ source: `${img.source} (cosign signatures)`, error: errorMessage(err) });
             return [];
@@ -98,7 +101,7 @@ export async function resolveImages(
     }
     seen.set(img.refName, img);
   }
-  return { images: [...seen.values()], failures };
+  return { images: [...seen.values()], failures, warnings };
 }
 
 /** One error naming every source that could not be resolved. */

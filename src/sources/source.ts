@@ -63,6 +63,8 @@ export interface SourcePlan {
   failures: ResolveFailure[];
   /** Images left out under --skip-missing. */
   skipped: SkippedImage[];
+  /** Remarks for the user that are not failures. */
+  warnings?: string[];
   /** After the copy: the kind's record for the signed manifest, `manifest.sources[kind]`. */
   record?(copied: ReadonlyMap<string, BundleImage>): unknown;
 }

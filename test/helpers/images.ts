@@ -119,8 +119,8 @@ export interface TestImageSet {
 }
 
 /**
- * Two images sharing one base layer, and a two-platform index:
- * `app-one`, `app-two`, `multi`.
+ * Two images sharing one base layer, and a three-platform index
+ * (linux/amd64, linux/arm64/v8, linux/ppc64le): `app-one`, `app-two`, `multi`.
  */
 export async function buildTestImages(dir: string, opts: { layerBytes?: number } = {}): Promise<TestImageSet> {
   const size = opts.layerBytes ?? 256 * 1024;
@@ -134,9 +134,11 @@ export async function buildTestImages(dir: string, opts: { layerBytes?: number }
     { os: 'linux', architecture: 'arm64', variant: 'v8' } as { os: string; architecture: string },
     'multi-arm64',
   );
+  const ppc = await b.image([base, await b.layer({ 'arch.txt': 'ppc64le\n' })], { os: 'linux', architecture: 'ppc64le' }, 'multi-ppc64le');
   const multi = await b.indexOf([
     { manifest: amd, platform: { os: 'linux', architecture: 'amd64' } },
     { manifest: arm, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+    { manifest: ppc, platform: { os: 'linux', architecture: 'ppc64le' } },
   ]);
   b.tag('app-one', one);
   b.tag('app-two', two);

@@ -50,7 +50,12 @@ export interface ProxyOptions {
 }
 
 export interface RecordedRequest extends RequestInfo {
+  /** The upstream's answer; 0 when none came (the client gave up first), -1 for an injected drop. */
   status: number;
+  /** Request body bytes the proxy received from the client and forwarded upstream. */
+  bodyBytes: number;
+  /** Whether the client sent its whole request body (false: it stopped part way). */
+  bodyComplete: boolean;
   /** Whether an Authorization header came with it (never its value). */
   authorized: boolean;
 }
@@ -116,6 +121,8 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
     } else res.destroy();
   });
   req.on('aborted', () => up.destroy());
+  // Counted here, where the body starts to flow (a delayed request must not lose its body).
+  req.on('data', (c: Buffer) => (record.bodyBytes += c.length));
   req.pipe(up);
 }
 
@@ -149,8 +156,9 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/' };
-    const record: RecordedRequest = { ...info, status: 0, authorized: req.headers.authorization !== undefined };
+    const record: RecordedRequest = { ...info, status: 0, bodyBytes: 0, bodyComplete: false, authorized: req.headers.authorization !== undefined };
     requests.push(record);
+    req.on('end', () => (record.bodyComplete = true));
 
     const fault = faults.find((f) => f.times > 0 && f.match(info));
     if (fault) {
