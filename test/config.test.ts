@@ -237,3 +237,47 @@ describe('config: refusals', () => {
     assert.match(got[0]!, /images\[0\]: invalid repository path/);
   });
 });
+
+describe('config: OpenShift sections', () => {
+  it('loads releases, operators, repositories and imageStreams, references normalised and paths resolved', async () => {
+    await writeFile(path.join(dir, 'conf', 'is.yaml'), 'kind: List\nitems: []\n');
+    const file = await write(
+      HEAD +
+        [
+          'releases:',
+          '  - image: quay.io/openshift-release-dev/ocp-release:4.15.0-x86_64',
+          '    signatureStore: none',
+          'operators:',
+          '  - catalog: registry.redhat.io/redhat/redhat-operator-index:v4.15',
+          '    packages:',
+          '      - name: web-terminal',
+          '        channels: [fast]',
+          '        minVersion: 1.8.0',
+          'repositories:',
+          '  - registry: registry.example.com:5000',
+          '    include: ["openshift/*"]',
+          "    tags: '^(latest|5\\..*)$'",
+          'imageStreams:',
+          '  - path: ./is.yaml',
+        ].join('\n'),
+    );
+    const c: LoadedConfig = await loadConfig(file);
+    assert.deepEqual(c.releases, [{ image: 'quay.io/openshift-release-dev/ocp-release:4.15.0-x86_64', signatureStore: 'none' }]);
+    assert.equal(c.operators[0]!.packages![0]!.minVersion, '1.8.0');
+    assert.equal(c.repositories[0]!.tags, '^(latest|5\\..*)$');
+    assert.deepEqual(c.imageStreams, [{ path: path.join(dir, 'conf', 'is.yaml') }]);
+    assert.deepEqual(c.sections, {});
+  });
+
+  it('names the line and path of each mistake', async () => {
+    await refused(HEAD + 'releases:\n  - image: quay.io/x/y:1\n    signatures: none\n', /^FILE:5: releases\[0\]: unknown key "signatures"/);
+    await refused(HEAD + 'releases:\n  - image: quay.io/x/y:1\n    signatureStore: ftp://x\n', /^FILE:5: releases\[0\]\.signatureStore: "ftp:\/\/x" is not a signature store; expected an http\(s\) URL/);
+    await refused(HEAD + 'repositories:\n  - registry: r.example.com\n    tags: "(["\n', /^FILE:5: repositories\[0\]\.tags: not a regular expression/);
+    await refused(HEAD + 'imageStreams:\n  - path: ./nowhere.yaml\n', /^FILE:4: imageStreams\[0\]\.path: "\.\/nowhere\.yaml" does not exist/);
+    await refused(
+      HEAD + 'operators:\n  - catalog: quay.io/c/i:1\n    packages:\n      - name: a\n      - name: a\n',
+      /^FILE:7: operators\[0\]\.packages\[1\]\.name: package a is listed twice/,
+    );
+    await refused(HEAD + 'operators:\n  - catalog: quay.io/c/i:1\n    packages:\n      - name: a\n        minVersion: one\n', /^FILE:7: operators\[0\]\.packages\[0\]\.minVersion: "one" is not a version/);
+  });
+});

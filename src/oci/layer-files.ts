@@ -203,3 +203,11 @@ export async function readImageFiles(
   }
   return files;
 }
+
+/** A small blob's bytes (a config, a signature), checked against its digest; refused past `max` bytes. */
+export async function readSmallBlob(store: ContentStore, repo: string, desc: Descriptor, what: string, max = 16 * 1024 * 1024): Promise<Buffer> {
+  if (desc.size > max) throw new BundleError(`${what}: ${desc.size} bytes, more than the ${max} allowed`);
+  const chunks: Buffer[] = [];
+  for await (const c of verified(await store.openBlob(repo, desc), desc.digest, desc.size, what)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}

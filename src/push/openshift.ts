@@ -25,8 +25,8 @@ import type { ImageStreamFileRecord } from '../sources/imagestreams.js';
 import type { ReleaseRecord } from '../sources/release.js';
 import type { RepositorySetRecord } from '../sources/repositories.js';
 import type { PushContext, PushPart } from '../sources/source.js';
-import type { ContentStore } from '../store/store.js';
-import { verified, verifyBuffer } from '../util/digest.js';
+import { readSmallBlob } from '../oci/layer-files.js';
+import { verifyBuffer } from '../util/digest.js';
 import { UsageError } from '../util/errors.js';
 import { destinationRepository, type PushTarget } from './destination.js';
 import { writeInstallConfigSources, yamlFile } from './mirror-files.js';
@@ -54,19 +54,13 @@ async function writeOut(outDir: string, file: string, content: string): Promise<
   return p;
 }
 
-async function readVerified(reader: ContentStore, desc: { digest: string; size: number; mediaType: string }, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of verified(await reader.openBlob('', desc), desc.digest, desc.size, what)) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
 /** The ConfigMap of one signatures artifact in the bundle, every byte checked against its digest. */
 async function configMapOf(ctx: PushContext, image: BundleImage, what: string): Promise<Record<string, unknown>> {
   const m = await ctx.reader.fetchManifest('', image);
   verifyBuffer(m.bytes, image.digest, image.size, what);
   const { digest, layers } = signatureLayers(m.bytes, what);
   const sigs: Buffer[] = [];
-  for (const l of layers) sigs.push(await readVerified(ctx.reader, l, what));
+  for (const l of layers) sigs.push(await readSmallBlob(ctx.reader, '', l, what, 1 << 20));
   return signatureConfigMap(digest, sigs);
 }
 

@@ -19,7 +19,7 @@ import { once } from 'node:events';
 import type { BundleImage } from '../bundle/manifest.js';
 import type { ConfigOperatorCatalog } from '../config/config.js';
 import { prepareImage, preparedRoot } from '../oci/image-builder.js';
-import { forEachLayerEntry, readEntry, whiteoutTarget } from '../oci/layer-files.js';
+import { forEachLayerEntry, readEntry, readSmallBlob, whiteoutTarget } from '../oci/layer-files.js';
 import { parseManifest, platformMatches } from '../oci/manifest.js';
 import { formatReference, parseReference, referenceSelector, repositoryName, type ImageReference } from '../oci/reference.js';
 import { platformString, type Descriptor } from '../oci/types.js';
@@ -65,12 +65,6 @@ interface CatalogImage {
   entrypoint?: string[];
 }
 
-async function readJsonBlob<T>(store: ContentStore, repo: string, desc: Descriptor, what: string): Promise<T> {
-  const chunks: Buffer[] = [];
-  for await (const c of verified(await store.openBlob(repo, desc), desc.digest, desc.size, what)) chunks.push(c as Buffer);
-  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
-}
-
 async function openCatalog(spec: ConfigOperatorCatalog, ctx: CreateContext): Promise<CatalogImage> {
   const ref = parseReference(spec.catalog);
   const source = formatReference(ref);
@@ -95,7 +89,9 @@ async function openCatalog(spec: ConfigOperatorCatalog, ctx: CreateContext): Pro
   }
   const [config, ...layers] = parsed.blobs;
   if (!config) throw new BundleError(`catalog ${source}: an image without a config`);
-  const cfg = await readJsonBlob<{ config?: { Labels?: Record<string, string>; Cmd?: string[]; Entrypoint?: string[] } }>(store, ref.repository, config, `${source} config`);
+  const cfg = JSON.parse((await readSmallBlob(store, ref.repository, config, `${source} config`)).toString('utf8')) as {
+    config?: { Labels?: Record<string, string>; Cmd?: string[]; Entrypoint?: string[] };
+  };
   const configsDir = (cfg.config?.Labels?.[CONFIGS_LABEL] ?? '/configs').replace(/^\/+|\/+$/g, '');
   if (!configsDir) throw new BundleError(`catalog ${source}: label ${CONFIGS_LABEL} names no folder`);
   return { ref, source, store, top, manifest, platform, layers, configsDir, cmd: cfg.config?.Cmd, entrypoint: cfg.config?.Entrypoint };

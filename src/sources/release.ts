@@ -11,7 +11,7 @@
  */
 import type { BundleImage } from '../bundle/manifest.js';
 import { mapLimit } from '../copy/limit.js';
-import { readImageFiles } from '../oci/layer-files.js';
+import { readImageFiles, readSmallBlob } from '../oci/layer-files.js';
 import { parseManifest, platformMatches } from '../oci/manifest.js';
 import { MediaType } from '../oci/media-types.js';
 import { formatReference, parseReference, referenceSelector, repositoryName, type ImageReference } from '../oci/reference.js';
@@ -159,13 +159,6 @@ async function readPayload(store: ContentStore, repo: string, desc: Descriptor, 
   return { arch, digest: desc.digest, version, components };
 }
 
-async function readSmallBlob(store: ContentStore, repo: string, desc: Descriptor, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of await store.openBlob(repo, desc)) chunks.push(c as Buffer);
-  const b = Buffer.concat(chunks);
-  verifyBuffer(b, desc.digest, desc.size, what);
-  return b;
-}
 
 /** Plan every release of the config: payloads, components, signatures. */
 export async function planReleases(specs: ReleaseSpec[], ctx: CreateContext): Promise<SourcePlan> {
