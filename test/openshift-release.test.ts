@@ -19,7 +19,8 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { skopeoInspectRaw } from './helpers/images.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
-import { buildPayload, releaseRegistriesConf, seedComponents, skopeoCopyExact, startSignatureStore, type ReleaseComponentFixture, type SignatureStore } from './helpers/openshift.js';
+import { buildPayload, imageReferences, releaseMetadata, releaseRegistriesConf, seedComponents, skopeoCopyExact, startSignatureStore, type ReleaseComponentFixture, type SignatureStore } from './helpers/openshift.js';
+import { LayoutBuilder } from './helpers/images.js';
 
 const run = promisify(execFile);
 const VERSION = '4.15.0';
@@ -188,6 +189,17 @@ describe('release: a component missing from the source', () => {
     await assert.rejects(readFile(out));
   });
 
+  it('with --continue-on-error bundles everything else, names the missing image and exits 1', async () => {
+    const out = join(work, 'partial.airgap');
+    const r = await runBundle(['create', '-c', cfg, '-o', out, '--continue-on-error', '--registries-conf', regConf]);
+    assertNoStack(r);
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(r.stdout.includes(`NOT BUNDLED ${missing}`) && r.stdout.includes('(component gone-operator)'), r.stdout);
+    const m = await manifestOf(out);
+    const sources = (m['images'] as { source: string }[]).map((i) => i.source).sort();
+    assert.deepEqual(sources, [brokenRef, ...components.slice(0, 3).map((c) => c.ref)].sort());
+  });
+
   it('with --skip-missing records the skip in the bundle, and push reports it', async () => {
     const out = join(work, 'skipped.airgap');
     let r = await runBundle(['create', '-c', cfg, '-o', out, '--skip-missing', '--sign-key', join(work, 'site.key'), '--registries-conf', regConf]);
@@ -208,5 +220,46 @@ describe('release: a component missing from the source', () => {
     r = await runBundle(['push', out, '--to', `${dst.host}/skip`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'out-skip')]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.stdout.includes(`SKIPPED at create ${missing}`), r.stdout);
+  });
+});
+
+describe('release: a multi-arch release (an index of payloads)', () => {
+  it('carries the payload and components of the platforms asked for, and no other', async () => {
+    const amd = await seedComponents(join(work, 'multi-amd'), src.host, 3, 'amd', 'quay.io');
+    const arm = await seedComponents(join(work, 'multi-arm'), src.host, 3, 'arm', 'quay.io');
+    const b = await new LayoutBuilder(join(work, 'multi-payload')).init();
+    const payloadFor = async (arch: string, comps: ReleaseComponentFixture[]) =>
+      b.image(
+        [await b.layer({ 'release-manifests/image-references': imageReferences('4.16.2', comps), 'release-manifests/release-metadata': releaseMetadata('4.16.2') })],
+        { os: 'linux', architecture: arch },
+        `release ${arch}`,
+      );
+    const amdPayload = await payloadFor('amd64', amd);
+    const armPayload = await payloadFor('arm64', arm);
+    const index = await b.indexOf([
+      { manifest: amdPayload, platform: { os: 'linux', architecture: 'amd64' } },
+      { manifest: armPayload, platform: { os: 'linux', architecture: 'arm64' } },
+    ]);
+    b.tag('multi', index);
+    await b.save();
+    await skopeoCopyExact(join(work, 'multi-payload'), 'multi', `${src.host}/openshift-release-dev/ocp-release:4.16.2-multi`);
+    const cfg = await config('multi.yaml', ['releases:', `  - image: ${QUAY}/ocp-release:4.16.2-multi`, '    signatureStore: none', '    platforms: [linux/arm64]']);
+    const out = join(work, 'multi.airgap');
+    let r = await runBundle(['create', '-c', cfg, '-o', out, '--sign-key', join(work, 'site.key'), '--registries-conf', regConf]);
+    assertNoStack(r);
+    assert.equal(r.code, 0, r.stderr);
+    const m = await manifestOf(out);
+    const rel = (m['sources'] as { releases: { arch: string; digest: string; payloads: { arch: string; digest: string; components: { image: string }[] }[] }[] }).releases[0]!;
+    assert.equal(rel.arch, 'aarch64');
+    assert.equal(rel.digest, armPayload.digest);
+    assert.deepEqual(rel.payloads.map((p) => [p.arch, p.digest]), [['aarch64', armPayload.digest]]);
+    const carried = (m['images'] as { source: string }[]).map((i) => i.source);
+    for (const c of arm) assert.ok(carried.includes(c.ref), c.ref);
+    for (const c of amd) assert.ok(!carried.includes(c.ref), `${c.ref} (amd64) is not carried`);
+
+    r = await runBundle(['push', out, '--to', `${dst.host}/multi`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'out-multi')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(sha256(await skopeoInspectRaw(`docker://${dst.host}/multi/openshift/release:4.16.2-aarch64`)), armPayload.digest);
+    for (const c of arm) assert.equal(sha256(await skopeoInspectRaw(`docker://${dst.host}/multi/openshift/release:4.16.2-aarch64-${c.name}`)), c.digest);
   });
 });
