@@ -6,6 +6,9 @@ const EXIT_DOC = `
 Exit status: 0 success, 1 the work failed (verification failed, a registry refused),
 2 usage or input error (bad flags, bad config, not an .airgap file).`;
 
+const RETRIES_DOC =
+  'attempts per registry request, the first included (1: no retry); a download that breaks off resumes, and a failed upload starts over from its source, within the same count; backoff between attempts, Retry-After honoured';
+
 function outputOptions(cmd: Command): Command {
   return cmd
     .option('-q, --quiet', 'print nothing but warnings and errors')
@@ -52,8 +55,8 @@ ${EXIT_DOC}`,
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
       .option('--skip-missing', "record an image a source needs (a devfile stack's, a release's, a catalog's, an image stream's) that its registry no longer has as skipped, listed by create and push, instead of failing")
-      .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
-      .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--concurrency <n>', 'sources resolved and manifests fetched at once; blobs are still downloaded one at a time, in the order they are written into the bundle').argParser(parsePositiveInt).default(6))
+      .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
       .addOption(new Option('--src-tls-verify [bool]', 'verify source registries\' TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--src-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for source registries')
@@ -108,7 +111,8 @@ ${EXIT_DOC}`,
     program
       .command('inspect')
       .description('Show what a bundle holds (images, sizes, signer, and any manifest fields this version does not know, from a newer 1.x format) from its manifest, instantly. Checks nothing: use verify.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),
   ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
@@ -117,7 +121,8 @@ ${EXIT_DOC}`,
     program
       .command('verify')
       .description('Prove a bundle is complete, untampered and signed by a trusted key, without unpacking it.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--base <bundle>', 'for an update bundle (create --since): the base bundle; verify both and that the base carries what the update leaves out')
       .addHelpText(
@@ -137,7 +142,8 @@ ${EXIT_DOC}`,
     program
       .command('push')
       .description('Push every image of a bundle into a registry, straight from the file, and write mirror configuration.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
@@ -147,7 +153,7 @@ ${EXIT_DOC}`,
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf (and the OpenShift files) go', './airgap-push-out')
       .option('--release-repo <repo>', 'repository (under the --to prefix) for OpenShift release payloads and their components', 'openshift/release')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
-      .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
       .addOption(new Option('--dest-tls-verify [bool]', 'verify the destination\'s TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the destination')
@@ -185,7 +191,8 @@ ${EXIT_DOC}`,
     program
       .command('extract-tool')
       .description('Write out the standalone executable a bundle carries (create --include-tool), after checking the signature and its sha256.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .requiredOption('-o, --output <path>', 'where to write the executable (mode 0755; written under a temporary name, renamed when complete)')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'extract even though nobody\'s signature is checked')

@@ -178,15 +178,18 @@ async function createFromSources(
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
   const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created });
+  // Once interrupted, the interruption decides how the command ends (not the errors it causes).
+  let interruption: Promise<number> | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
-    void opening
+    interruption = opening
       .then((w) => {
         process.stderr.write(`interrupted (${signal}): removing ${w.tempPath}\n`);
         return w.abort();
       })
       .catch(() => undefined)
-      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+      .then(() => (signal === 'SIGINT' ? 130 : 143));
+    void interruption.then((code) => process.exit(code));
   };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
@@ -298,6 +301,7 @@ async function createFromSources(
     }
     return 0;
   } catch (err) {
+    if (interruption) return interruption;
     progress.finishPhase(false);
     await writer.abort();
     throw err;

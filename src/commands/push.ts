@@ -145,7 +145,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
         userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
       });
-  const reader = await ArchiveReader.open(file);
+  const reader = await ArchiveReader.open(file, { volumesDirs: opts.volumesDir });
   try {
     const sig = checkSignature(reader, trusted);
     if (sig.problems.length > 0) {

@@ -3,7 +3,7 @@ import { keptPlatformManifests, parseManifest } from '../oci/manifest.js';
 import { platformString, type Descriptor } from '../oci/types.js';
 import type { ContentStore, PutResult, WritableContentStore } from '../store/store.js';
 import { sha256Digest, verified, verifyBuffer } from '../util/digest.js';
-import { BundleError, DigestMismatchError, errorMessage } from '../util/errors.js';
+import { BundleError } from '../util/errors.js';
 import type { Progress } from '../util/progress.js';
 import { Limiter } from './limit.js';
 
@@ -41,8 +41,6 @@ export interface CopyStats {
 export interface CopyEngineOptions {
   concurrency?: number;
   progress?: Progress;
-  /** Extra attempts for a blob whose source stream broke off (not for digest mismatches). */
-  retries?: number;
   /** Share one limit on concurrent transfers between engines. */
   limiter?: Limiter;
   /**
@@ -53,13 +51,13 @@ export interface CopyEngineOptions {
   skipPresent?: boolean;
 }
 
-const TRANSIENT = /ECONNRESET|EPIPE|ETIMEDOUT|UND_ERR_SOCKET|UND_ERR_BODY_TIMEOUT|terminated|aborted|other side closed/i;
-
 /**
  * The one copy engine: walks the graph of an image from a source store and
  * writes it into a destination store, children before the manifests that need
  * them, each blob once per destination repository, every byte verified against
- * its digest on the way, with bounded concurrency and retries.
+ * its digest on the way, with bounded concurrency. Retries are the stores'
+ * business (a registry's one retry policy); a store that retries a blob calls
+ * `open` again.
  */
 export class CopyEngine {
   readonly stats: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0, imagesSkipped: 0 };
@@ -71,7 +69,6 @@ export class CopyEngine {
   private readonly holders = new Map<string, Set<string>>();
   /** Bytes reported to progress per digest: each digest counts once, however many repositories get it. */
   private readonly credited = new Map<string, number>();
-  private readonly retries: number;
 
   constructor(
     private readonly src: ContentStore,
@@ -79,7 +76,6 @@ export class CopyEngine {
     private readonly opts: CopyEngineOptions = {},
   ) {
     this.limiter = opts.limiter ?? new Limiter(opts.concurrency ?? 4);
-    this.retries = opts.retries ?? 2;
   }
 
   /** Record that a destination repository already holds a blob, so others can mount it from there. */
@@ -224,31 +220,32 @@ export class CopyEngine {
     this.holders.set(desc.digest, holders);
     const mountFrom = [...holders].filter((r) => r !== dstRepo);
     const what = `blob ${desc.digest} of ${label}`;
-    for (let attempt = 0; ; attempt++) {
-      let sent = 0;
-      try {
-        const result = await this.dst.putBlob(
-          dstRepo,
-          desc,
-          async () =>
-            verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, (n) => {
-              sent += this.credit(desc.digest, desc.size, n);
-            }),
-          { mountFrom },
-        );
-        holders.add(dstRepo);
-        if (result === 'written') {
-          this.stats.blobsWritten++;
-          this.stats.bytesWritten += desc.size;
-        } else if (result === 'mounted') this.stats.blobsMounted++;
-        else this.stats.blobsSkipped++;
-        if (result !== 'written') this.credit(desc.digest, desc.size, desc.size);
-        return result;
-      } catch (err) {
-        this.credit(desc.digest, desc.size, -sent);
-        if (err instanceof DigestMismatchError || attempt >= this.retries || !TRANSIENT.test(errorMessage(err))) throw err;
-        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
-      }
+    let sent = 0;
+    try {
+      const result = await this.dst.putBlob(
+        dstRepo,
+        desc,
+        async () => {
+          // A store retrying the blob opens it again: its progress starts over.
+          if (sent) this.credit(desc.digest, desc.size, -sent);
+          sent = 0;
+          return verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, (n) => {
+            sent += this.credit(desc.digest, desc.size, n);
+          });
+        },
+        { mountFrom },
+      );
+      holders.add(dstRepo);
+      if (result === 'written') {
+        this.stats.blobsWritten++;
+        this.stats.bytesWritten += desc.size;
+      } else if (result === 'mounted') this.stats.blobsMounted++;
+      else this.stats.blobsSkipped++;
+      if (result !== 'written') this.credit(desc.digest, desc.size, desc.size);
+      return result;
+    } catch (err) {
+      this.credit(desc.digest, desc.size, -sent);
+      throw err;
     }
   }
 }
