@@ -26,6 +26,10 @@ export interface ContentStore {
   hasBlob(repo: string, desc: Descriptor): Promise<boolean>;
   /** Raw, unverified bytes of a blob. */
   openBlob(repo: string, desc: Descriptor): Promise<Readable>;
+  /** Registries only: every repository listed by `/v2/_catalog`, following its pages. */
+  listRepositories?(pageSize?: number): Promise<string[]>;
+  /** Registries only: every tag of a repository, following its pages. */
+  listTags?(repo: string, pageSize?: number): Promise<string[]>;
 }
 
 export type PutResult = 'written' | 'exists' | 'mounted';
