@@ -65,6 +65,7 @@ ${EXIT_DOC}`,
       .option('--authfile <file>', 'registry credentials (auth.json / Docker config / OpenShift pull secret)')
       .option('--src-authfile <file>', 'credentials for the source registries (overrides --authfile)')
       .option('--registries-conf <file>', 'containers-registries.conf(5) for pulls: mirrors, rewritten locations, insecure and blocked registries (default: ~/.config/containers/registries.conf, else /etc/containers/registries.conf, when present)')
+      .option('--volume-size <size>', 'write volumes NAME.001, NAME.002, ... of at most this size (4GiB, 700MB, 5MiB; fat32 = 4 GiB - 1 byte) for small or FAT32 media; cat joins them into the single file')
       .option('--since <bundle>', 'make an update bundle: leave out every blob this earlier bundle (or its manifest, saved by inspect --manifest-out) carried')
       .option('--include-tool [executable]', 'carry the standalone executable in the bundle, signed with it (default: this executable, or the one npm run package built); bundle extract-tool writes it out')
       .addHelpText(
