@@ -246,7 +246,8 @@ export async function deliverDevfile(record: DevfileRecord, ctx: PushContext): P
             createdBy: 'bundle push: offline devfile registry content under /registry',
             tmpDir: work,
           },
-          { dst: ctx.dst, repo, tags: [indexTag], label: `devfile-index:${indexTag}` },
+          // The base's layers are mounted from where push put the base image (an update bundle may not carry them).
+          { dst: ctx.dst, repo, tags: [indexTag], label: `devfile-index:${indexTag}`, baseHeldIn: [ctx.destinationOf(base).repository] },
         );
         report.indexImage = { reference: `${ctx.target.registry}/${repo}:${indexTag}`, digest: built.manifest.digest, base: base.source };
         ctx.progress.finishPhase();
