@@ -32,6 +32,7 @@ const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex'
 let work: string;
 let src: RunningRegistry;
 let site: RunningRegistry; // the secure zone's registry: month 1, then the update
+let siteProxy: RunningProxy; // in front of it, counting what each push sends
 let empty: RunningRegistry;
 let emptyProxy: RunningProxy;
 let key: string;
@@ -41,6 +42,7 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'bundle-update-kinds-'));
   [src, site, empty] = await Promise.all([startRegistry(), startRegistry(), startRegistry()]);
   emptyProxy = await startProxy(empty.host);
+  siteProxy = await startProxy(site.host);
   key = join(work, 'site.key');
   pub = join(work, 'site.pub');
   assert.equal((await runBundle(['keygen', '--out', join(work, 'site')])).code, 0);
@@ -48,6 +50,7 @@ before(async () => {
 
 after(async () => {
   await emptyProxy?.stop();
+  await siteProxy?.stop();
   await Promise.all([src?.stop(), site?.stop(), empty?.stop()]);
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -83,6 +86,22 @@ async function assertOnlyNewLayers(baseFile: string, updateFile: string, atLeast
   for (const b of left) assert.ok(base.has(b.digest), `${b.digest} left out was carried by the base`);
 }
 
+const writes = (proxy: RunningProxy) => proxy.requests.filter((q) => q.method !== 'GET' && q.method !== 'HEAD').map((q) => `${q.method} ${q.path}`);
+
+/** Push the update to the site (through its proxy): no blob the update leaves out is uploaded again. */
+async function pushUpdate(updateFile: string, args: string[]): Promise<void> {
+  siteProxy.reset();
+  const r = await runBundle(['push', updateFile, '--key', pub, ...args]);
+  assertNoStack(r);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const reader = await ArchiveReader.open(updateFile);
+  const leftOut = new Set(reader.manifest.base!.blobs.map((b) => b.digest));
+  await reader.close();
+  const uploads = siteProxy.requests.filter((q) => q.method === 'PUT' && /[?&]digest=/.test(q.url)).map((q) => decodeURIComponent(/[?&]digest=([^&]+)/.exec(q.url)![1]!));
+  assert.deepEqual(uploads.filter((d) => leftOut.has(d)), [], 'no blob the update leaves out is uploaded');
+  assert.ok(uploads.length > 0, 'the new blobs are uploaded');
+}
+
 /** Push of an update onto an empty registry: refused naming the base, and not one write reaches it. */
 async function assertRefusedByEmpty(updateFile: string, baseName: string, extra: string[]): Promise<void> {
   emptyProxy.reset();
@@ -93,12 +112,11 @@ async function assertRefusedByEmpty(updateFile: string, baseName: string, extra:
   assert.ok(r.stderr.includes(`base bundle ${baseName} (created `), r.stderr);
   assert.match(r.stderr, /manifest sha256:[0-9a-f]{64}\)/);
   assert.match(r.stderr, /nothing was pushed/);
-  const writes = emptyProxy.requests.filter((q) => q.method !== 'GET' && q.method !== 'HEAD');
-  assert.deepEqual(writes.map((q) => `${q.method} ${q.path}`), [], 'not one upload or manifest reached the registry');
+  assert.deepEqual(writes(emptyProxy), [], 'not one upload or manifest reached the registry');
 }
 
 describe('update of a devfile registry', () => {
-  const target = () => `${site.host}/dev`;
+  const target = () => `${siteProxy.host}/dev`;
   let registry: string;
   let month1: string;
   let month2: string;
@@ -149,13 +167,20 @@ describe('update of a devfile registry', () => {
     await assert.rejects(readdir(join(work, 'never')), 'no devfile folder is written either');
   });
 
+  it('naming month 1\'s --devfile-out folder again is refused before anything is sent', async () => {
+    siteProxy.reset();
+    const r = await runBundle(['push', month2, '--to', target(), '--key', pub, '--out-dir', join(work, 'dev-out-again'), '--devfile-out', folder]);
+    assertNoStack(r);
+    assert.equal(r.code, 2, r.stderr + r.stdout);
+    assert.match(r.stderr, /--devfile-out .*offline-devfiles is not empty; name a new or empty folder/);
+    assert.deepEqual(writes(siteProxy), [], 'not one upload or manifest reached the registry');
+  });
+
   describe('pushed onto the site holding month 1', () => {
     before(async () => {
       // The offline folder of month 2 is a new one (push never writes into a non-empty folder).
       folder = join(work, 'offline-devfiles-month2');
-      const r = await runBundle(['push', month2, '--to', target(), '--key', pub, '--out-dir', join(work, 'dev-out2'), '--devfile-out', folder]);
-      assertNoStack(r);
-      assert.equal(r.code, 0, r.stderr + r.stdout);
+      await pushUpdate(month2, ['--to', target(), '--out-dir', join(work, 'dev-out2'), '--devfile-out', folder]);
     });
 
     it('every image every devfile needs is at the target with its source digest', async () => {
@@ -170,7 +195,7 @@ describe('update of a devfile registry', () => {
         const m = JSON.parse((await skopeoInspectRaw(`docker://${target()}/devfile-catalog/${s}:1.0.0`)).toString()) as { config: { mediaType: string }; layers: { digest: string; annotations: Record<string, string> }[] };
         assert.equal(m.config.mediaType, 'application/vnd.devfileio.devfile.config.v2+json', s);
         const devfile = m.layers.find((l) => l.annotations['org.opencontainers.image.title'] === 'devfile.yaml')!;
-        const text = await (await fetch(`http://${site.host}/v2/dev/devfile-catalog/${s}/blobs/${devfile.digest}`)).text();
+        const text = await (await fetch(`http://${siteProxy.host}/v2/dev/devfile-catalog/${s}/blobs/${devfile.digest}`)).text();
         const image = (parseYaml(text) as { components: { container: { image: string } }[] }).components[0]!.container.image;
         assert.ok(image.startsWith(`${target()}/`), `${s} names its image at the target: ${image}`);
       }
@@ -198,7 +223,7 @@ describe('update of a devfile registry', () => {
 
 describe('update of an OpenShift release', () => {
   const QUAY = 'quay.io/openshift-release-dev';
-  const target = () => `${site.host}/rel`;
+  const target = () => `${siteProxy.host}/rel`;
   let sigStore: SignatureStore;
   let regConf: string;
   let month1: string;
@@ -253,9 +278,7 @@ describe('update of an OpenShift release', () => {
 
   describe('pushed onto the site holding month 1', () => {
     before(async () => {
-      const r = await runBundle(['push', month2, '--to', target(), '--key', pub, '--out-dir', outDir()]);
-      assertNoStack(r);
-      assert.equal(r.code, 0, r.stderr + r.stdout);
+      await pushUpdate(month2, ['--to', target(), '--out-dir', outDir()]);
     });
 
     it('every component is at <version>-<arch>-<component> with its source digest, the payload at <version>-<arch>', async () => {

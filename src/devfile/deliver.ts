@@ -179,10 +179,16 @@ async function rewriteVersion(
   };
 }
 
-async function emptyOrNew(dir: string): Promise<void> {
+/** --devfile-out must name a new or empty folder (checked before push sends anything, and again before writing). */
+export async function checkDevfileOut(dir: string | undefined): Promise<void> {
+  if (!dir) return;
   const st = await stat(dir).catch(() => undefined);
   if (st && !st.isDirectory()) throw new UsageError(`--devfile-out ${dir} is not a folder`);
   if (st && (await readdir(dir)).length > 0) throw new UsageError(`--devfile-out ${dir} is not empty; name a new or empty folder`);
+}
+
+async function emptyOrNew(dir: string): Promise<void> {
+  await checkDevfileOut(dir);
   await mkdir(dir, { recursive: true });
 }
 
