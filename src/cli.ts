@@ -55,7 +55,8 @@ ${EXIT_DOC}`,
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
       .option('--skip-missing', "record an image a source needs (a devfile stack's, a release's, a catalog's, an image stream's) that its registry no longer has as skipped, listed by create and push, instead of failing")
-      .addOption(new Option('--concurrency <n>', 'sources resolved and manifests fetched at once; blobs are still downloaded one at a time, in the order they are written into the bundle').argParser(parsePositiveInt).default(6))
+      .addOption(new Option('--concurrency <n>', 'downloads in flight at once, over all registries (a large layer is fetched as several range requests)').argParser(parsePositiveInt).default(16))
+      .addOption(new Option('--max-connections-per-registry <n>', 'connections open to one registry at most, so a public registry is not hammered').argParser(parsePositiveInt).default(16))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
       .addOption(new Option('--src-tls-verify [bool]', 'verify source registries\' TLS; false also allows plain HTTP').argParser(parseBool).default(true))
@@ -96,6 +97,10 @@ Example config (bundle.yaml):
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
+  $ SOURCE_DATE_EPOCH=1767225600 bundle create -c bundle.yaml -o july.airgap --concurrency 32
+Every manifest is read first, then every blob downloads at once (large layers as several
+range requests) into its planned place in the file: the same inputs and SOURCE_DATE_EPOCH
+(the creation time; default now) give the same bytes.
 Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json
 or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
 

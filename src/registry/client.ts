@@ -104,9 +104,10 @@ export class RegistryClient {
       ...(opts.retryDelayMs !== undefined ? { baseDelayMs: opts.retryDelayMs } : {}),
     });
     this.transport = new HttpTransport(
-      // Sockets are not capped by opts.concurrency: open blob streams waiting on
-      // each other could otherwise starve the requests that would free them.
-      createAgent(material),
+      // Connections per registry are capped only when asked (create's
+      // --max-connections-per-registry), by callers that never hold a response
+      // open while waiting for another request.
+      createAgent(material, opts.maxConnections),
       this.retry,
       opts.userAgent ?? 'bundle',
     );
@@ -336,30 +337,37 @@ export class RegistryClient {
     return Readable.from(this.resumingBody(repo, digest, first, attempts), { objectMode: false });
   }
 
-  private async openBlobAt(repo: string, digest: string, offset: number, attempts: Attempts): Promise<HttpResponse> {
+  /** GET a blob from byte `offset` (to `end`, exclusive, when given): 206 for that range, or 200 for the whole blob. */
+  private async openBlobAt(repo: string, digest: string, offset: number, attempts: Attempts, end?: number): Promise<HttpResponse> {
+    const range = end !== undefined ? `bytes=${offset}-${end - 1}` : offset > 0 ? `bytes=${offset}-` : undefined;
     const res = await this.send('GET', this.repoPath(repo, `blobs/${digest}`), {
       scopes: [repositoryScope(repo, 'pull')],
       repo,
       follow: true,
       attempts,
-      headers: offset > 0 ? { range: `bytes=${offset}-` } : undefined,
+      headers: range ? { range } : undefined,
     });
     if (res.status === 404) await this.fail('GET', res, `blob ${digest} not found in ${this.registry}/${repo}`);
-    if (res.status === 206 && offset > 0) {
-      const start = /^bytes (\d+)-/.exec(header(res, 'content-range') ?? '');
-      if (start && Number(start[1]) === offset) return res;
+    if (res.status === 206 && range) {
+      const m = /^bytes (\d+)-(\d+)/.exec(header(res, 'content-range') ?? '');
+      if (m && Number(m[1]) === offset && (end === undefined || Number(m[2]) === end - 1)) return res;
       res.body.destroy();
-      throw new BundleError(`${describeRequest('GET', res.url)}: asked to resume at byte ${offset}, the registry answered ${header(res, 'content-range') ?? 'without a Content-Range'}`);
+      throw new BundleError(`${describeRequest('GET', res.url)}: asked for ${range}, the registry answered ${header(res, 'content-range') ?? 'without a Content-Range'}`);
     }
     if (res.status !== 200) await this.fail('GET', res);
     return res;
   }
 
-  private async *resumingBody(repo: string, digest: string, first: HttpResponse, attempts: Attempts): AsyncGenerator<Buffer> {
+  /**
+   * The bytes from `start` (to `end`, exclusive, when given) of a blob, from a
+   * first answer on; a break is resumed with a Range request where it stopped,
+   * each resumption one more attempt of the request.
+   */
+  private async *resumingBody(repo: string, digest: string, first: HttpResponse, attempts: Attempts, start = 0, end?: number): AsyncGenerator<Buffer> {
     let res = first;
-    let offset = 0;
+    let offset = start;
     for (;;) {
-      // A 200 to a Range request starts from byte 0: skip what was already passed on.
+      // A 200 to a Range request starts from byte 0: skip what is not wanted or was already passed on.
       let skip = res.status === 200 ? offset : 0;
       try {
         for await (const c of res.body) {
@@ -370,6 +378,12 @@ export class RegistryClient {
             chunk = chunk.subarray(n);
             if (chunk.length === 0) continue;
           }
+          if (end !== undefined && offset + chunk.length >= end) {
+            if (end > offset) yield chunk.subarray(0, end - offset);
+            offset = end;
+            res.body.destroy();
+            return;
+          }
           offset += chunk.length;
           yield chunk;
         }
@@ -378,8 +392,23 @@ export class RegistryClient {
         const failure = new RegistryNetworkError(describeRequest('GET', res.url), errorCode(err), networkDetail(err), attempts.count);
         if (!attempts.canRetry(failure)) throw failure;
       }
-      res = await this.openBlobAt(repo, digest, offset, attempts);
+      res = await this.openBlobAt(repo, digest, offset, attempts, end);
     }
+  }
+
+  /**
+   * Bytes [start, end) of a blob (a `Range` request), resumed where it stopped
+   * when it breaks off, like getBlob, within the same attempts. `whole` is true
+   * when a request for the blob's start was answered with the whole blob (the
+   * registry ignores Range): the stream then carries all of it. A later part
+   * answered whole is cut to the part.
+   */
+  async getBlobRange(repo: string, digest: string, start: number, end: number): Promise<{ body: Readable; whole: boolean }> {
+    const attempts = this.retry.begin();
+    const first = await this.openBlobAt(repo, digest, start, attempts, end);
+    const whole = first.status === 200 && start === 0;
+    const body = this.resumingBody(repo, digest, first, attempts, start, whole ? undefined : end);
+    return { body: Readable.from(body, { objectMode: false }), whole };
   }
 
   private pushScopes(repo: string, fromRepo?: string): string[] {

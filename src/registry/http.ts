@@ -81,6 +81,10 @@ export class HttpTransport {
         if (mayRetry && attempts.canRetry(failure)) continue;
         throw failure;
       }
+      // Overloaded: the whole registry connection slows down, not only this request.
+      if (res.statusCode === 429 || (res.statusCode === 503 && res.headers['retry-after'] !== undefined)) {
+        attempts.policy.slowDown(parseRetryAfter(res.headers['retry-after']));
+      }
       if (mayRetry && attempts.left > 0 && isRetryableStatus(res.statusCode)) {
         await res.body.dump().catch(() => undefined);
         attempts.retryAfter(parseRetryAfter(res.headers['retry-after']));

@@ -122,17 +122,42 @@ export class RetryPolicy {
     return new Attempts(this);
   }
 
+  /** Until when (epoch ms) every request to this registry waits: set by a 429. */
+  private pausedUntil = 0;
+  /** 429s in a row without a Retry-After, for the pause's backoff; forgotten a minute after the last. */
+  private strikes = 0;
+  private lastStrike = 0;
+
+  /**
+   * The registry said it is overloaded (429, or 503 with Retry-After): every
+   * request to it, not only the one that was told, waits until the pause is
+   * over (the Retry-After, or an exponential backoff when it gave none).
+   */
+  slowDown(retryAfterMs: number | undefined): void {
+    const now = Date.now();
+    if (now - this.lastStrike > 60_000) this.strikes = 0;
+    this.lastStrike = now;
+    const pause = retryAfterMs !== undefined ? Math.min(retryAfterMs, this.settings.maxRetryAfterMs) : backoffDelay(this.settings, this.strikes++);
+    this.pausedUntil = Math.max(this.pausedUntil, now + pause);
+  }
+
   /**
    * Called once before every attempt of every request of this registry (first
-   * attempts and protocol steps with `retry` 0). A retry (`retry` > 0) waits
-   * first: the server's Retry-After when it sent one (capped), else
-   * exponential backoff. This is the one place a registry-wide slow-down
-   * (e.g. after a 429) would hold every attempt back.
+   * attempts and protocol steps with `retry` 0): waits out a registry-wide
+   * pause (see slowDown), and a retry (`retry` > 0) also its own delay: the
+   * server's Retry-After when it sent one (capped), else exponential backoff.
    */
   async admit(retry: number, retryAfterMs: number | undefined, signal?: AbortSignal): Promise<void> {
-    if (retry <= 0) return;
-    const delay = retryAfterMs !== undefined ? Math.min(retryAfterMs, this.settings.maxRetryAfterMs) : backoffDelay(this.settings, retry - 1);
-    await sleep(delay, signal);
+    let until = this.pausedUntil;
+    if (retry > 0) {
+      const delay = retryAfterMs !== undefined ? Math.min(retryAfterMs, this.settings.maxRetryAfterMs) : backoffDelay(this.settings, retry - 1);
+      until = Math.max(until, Date.now() + delay);
+    }
+    // The pause may be extended while we wait (another 429).
+    for (let now = Date.now(); until > now; now = Date.now()) {
+      await sleep(until - now, signal);
+      until = Math.max(until, this.pausedUntil);
+    }
   }
 }
 

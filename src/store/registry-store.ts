@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import type { Descriptor } from '../oci/types.js';
 import { DigestMismatchError, NotFoundError } from '../util/errors.js';
 import { RegistryClient, type RegistryOptions } from '../registry/client.js';
-import type { ManifestBytes, PutBlobOptions, PutResult, WritableContentStore } from './store.js';
+import type { ByteRange, ManifestBytes, PutBlobOptions, PutResult, RangeResult, WritableContentStore } from './store.js';
 
 export type { RegistryOptions } from '../registry/client.js';
 
@@ -38,6 +38,11 @@ export class RegistryStore implements WritableContentStore {
 
   async openBlob(repo: string, desc: Descriptor): Promise<Readable> {
     return this.client.getBlob(repo, desc.digest);
+  }
+
+  async openBlobRange(repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult> {
+    const r = await this.client.getBlobRange(repo, desc.digest, range.start, range.end);
+    return { stream: r.body, whole: r.whole };
   }
 
   async putBlob(repo: string, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions = {}): Promise<PutResult> {

@@ -17,6 +17,8 @@ export interface RequestInfo {
   path: string;
   /** Path with query. */
   url: string;
+  /** The Range header, when the request had one. */
+  range?: string;
 }
 
 export interface Fault {
@@ -59,6 +61,8 @@ export interface ProxyOptions {
   redirectBlobsTo?: string;
   /** Listen with TLS (PEM files, e.g. from selfSignedCert) instead of plain HTTP. */
   tls?: { certFile: string; keyFile: string };
+  /** Drop the Range header of every request, like a registry that does not serve ranges. */
+  stripRange?: boolean;
 }
 
 export interface RecordedRequest extends RequestInfo {
@@ -70,11 +74,12 @@ export interface RecordedRequest extends RequestInfo {
   bodyComplete: boolean;
   /** Whether an Authorization header came with it (never its value). */
   authorized: boolean;
-  /** The Range header it carried, if any. */
-  range?: string;
   /** Order of events at the proxy (no clock): when the request arrived, and when its answer was done. */
   arrived: number;
   done?: number;
+  /** Wall clock (ms) when it arrived and when its answer was done. */
+  arrivedAt: number;
+  doneAt?: number;
 }
 
 export interface TokenRequest {
@@ -135,10 +140,11 @@ function cutAfter(keep: number, res: http.ServerResponse): Transform {
   });
 }
 
-function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, alter?: 'corrupt' | 'truncate'): void {
+function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, alter?: 'corrupt' | 'truncate', stripRange = false): void {
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
+  if (stripRange) delete headers['range'];
   // Behind a TLS front the registry must build its upload Locations with https.
   if ((req.socket as { encrypted?: boolean }).encrypted) headers['x-forwarded-proto'] = 'https';
   const up = http.request(
@@ -194,20 +200,21 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
 
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://proxy');
-    const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/' };
+    const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', ...(req.headers.range ? { range: req.headers.range } : {}) };
     const record: RecordedRequest = {
       ...info,
       status: 0,
       bodyBytes: 0,
       bodyComplete: false,
       authorized: req.headers.authorization !== undefined,
-      range: req.headers.range,
       arrived: ++events,
+      arrivedAt: Date.now(),
     };
     requests.push(record);
     req.on('end', () => (record.bodyComplete = true));
     res.on('close', () => {
       record.done = ++events;
+      record.doneAt = Date.now();
     });
 
     const fault = faults.find((f) => f.times > 0 && f.match(info));
@@ -219,11 +226,11 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         return;
       }
       if (fault.kind === 'corrupt' || fault.kind === 'truncate') {
-        forward(target, req, res, record, fault.kind);
+        forward(target, req, res, record, fault.kind, opts.stripRange);
         return;
       }
       if (fault.kind === 'delay') {
-        setTimeout(() => forward(target, req, res, record), fault.delayMs ?? 1000);
+        setTimeout(() => forward(target, req, res, record, undefined, opts.stripRange), fault.delayMs ?? 1000);
         return;
       }
       record.status = fault.kind;
@@ -327,7 +334,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       return;
     }
 
-    forward(target, req, res, record);
+    forward(target, req, res, record, undefined, opts.stripRange);
   };
   const server = opts.tls
     ? https.createServer({ cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }, handler)
