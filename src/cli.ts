@@ -162,7 +162,7 @@ ${EXIT_DOC}`,
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf (and the OpenShift files) go', './airgap-push-out')
       .option('--release-repo <repo>', 'repository (under the --to prefix) for OpenShift release payloads and their components', 'openshift/release')
-      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
+      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder (checked before anything is sent)')
       .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
