@@ -186,7 +186,7 @@ describe('create --registries-conf', () => {
     const byTag = await create(conf, [`${pU.host}/acme/app:1`, `${pU.host}/acme/multi:1`]);
     assert.equal(byTag.r.code, 0, byTag.r.stderr);
     assert.equal(pM.requests.length, 0, 'the by-digest-only mirror saw no request');
-    assert.equal(blobGets(pU, 'acme/app'), APP_BLOBS);
+    // (app and multi share a layer: which repository it is read from depends on arrival order, so the check is over both)
     assert.equal(new Set(pU.requests.filter((q) => q.method === 'GET' && /^\/v2\/acme\/multi\/manifests\/sha256:/.test(q.path)).map((q) => q.path)).size, 1 + (JSON.parse(await readFile(join(set.layoutDir, 'blobs', 'sha256', set.images.multi!.digest.slice(7)), 'utf8')) as { manifests: unknown[] }).manifests.length, 'the index and every platform manifest came from the primary');
     // every blob of app and of each platform of the index, read from the test layout
     const layoutJson = async (digest: string) => JSON.parse(await readFile(join(set.layoutDir, 'blobs', 'sha256', digest.slice(7)), 'utf8')) as { config?: { digest: string }; layers?: { digest: string }[]; manifests?: { digest: string }[] };
