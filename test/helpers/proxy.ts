@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import { Transform } from 'node:stream';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 
 export interface RequestInfo {
@@ -58,6 +58,8 @@ export interface RecordedRequest extends RequestInfo {
   bodyComplete: boolean;
   /** Whether an Authorization header came with it (never its value). */
   authorized: boolean;
+  /** sha256 of the whole request body forwarded upstream, once the client has sent all of it. */
+  bodySha256?: string;
 }
 
 export interface TokenRequest {
@@ -122,7 +124,12 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
   });
   req.on('aborted', () => up.destroy());
   // Counted here, where the body starts to flow (a delayed request must not lose its body).
-  req.on('data', (c: Buffer) => (record.bodyBytes += c.length));
+  const hash = createHash('sha256');
+  req.on('data', (c: Buffer) => {
+    record.bodyBytes += c.length;
+    hash.update(c);
+  });
+  req.on('end', () => (record.bodySha256 = `sha256:${hash.digest('hex')}`));
   req.pipe(up);
 }
 
