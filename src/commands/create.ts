@@ -12,7 +12,7 @@ import { Limiter } from '../copy/limit.js';
 import { createRegistryStore } from '../store/registry-store.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey } from 'node:crypto';
-import { keyId, loadPrivateKey } from '../sign/keys.js';
+import { keyId, loadPrivateKey, privateKeyPermissionWarning } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
 import { resolveImages, type SourceImage } from '../sources/images.js';
 import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
@@ -62,6 +62,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
   const base = opts.since ? await loadBase(opts.since) : undefined;
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
+  const keyWarning = opts.signKey ? await privateKeyPermissionWarning(opts.signKey) : undefined;
+  if (keyWarning) progress.warn(keyWarning);
   if (!signer) progress.warn('no --sign-key: the bundle will be unsigned, and `bundle push` will refuse it without --insecure-skip-signature');
 
   const registryOpts: RegistryOptions = {
