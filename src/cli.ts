@@ -59,6 +59,7 @@ ${EXIT_DOC}`,
       .option('--ca-file <file>', 'an extra CA certificate to trust (repeatable)', collect)
       .option('--authfile <file>', 'registry credentials (auth.json / Docker config / OpenShift pull secret)')
       .option('--src-authfile <file>', 'credentials for the source registries (overrides --authfile)')
+      .option('--registries-conf <file>', 'containers-registries.conf(5) for pulls: mirrors, rewritten locations, insecure and blocked registries (default: ~/.config/containers/registries.conf, else /etc/containers/registries.conf, when present)')
       .option('--since <bundle>', 'make an update bundle: leave out every blob this earlier bundle (or its manifest, saved by inspect --manifest-out) carried')
       .option('--include-tool [executable]', 'carry the standalone executable in the bundle, signed with it (default: this executable, or the one npm run package built); bundle extract-tool writes it out')
       .addHelpText(
@@ -78,6 +79,15 @@ Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
 Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json
 or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
+
+Pulling through a mirror (Artifactory, Nexus): a registries.conf, as podman reads it:
+  [[registry]]
+  prefix = "registry.access.redhat.com"
+  location = "artifactory.corp/redhat-remote"
+  [[registry.mirror]]
+  location = "nexus.corp:8443/redhat"
+  $ bundle create -c bundle.yaml -o july.airgap --registries-conf ./registries.conf
+The bundle names images as the config does (registry.access.redhat.com/...).
 ${EXIT_DOC}`,
       ),
   ).action(async (opts) => setCode(await (await import('./commands/create.js')).createCommand(opts)));
@@ -119,6 +129,7 @@ ${EXIT_DOC}`,
       .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
+      .option('--keep-registry-host', 'keep the source host in the path: quay.io/ns/app:1.2 lands at HOST/PREFIX/quay.io/ns/app:1.2 (a port joins with -)')
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
@@ -136,7 +147,9 @@ ${EXIT_DOC}`,
 Blobs the registry already has are skipped, so running it again after an interruption
 finishes the job; an image whose tags already point at its digest is skipped whole
 (a registry accepts a manifest only when all it needs is there; --recheck looks anyway).
-Every byte is checked against its digest before it is sent on.
+Every byte is checked against its digest before it is sent on. Two different images
+that would land on the same tag (quay.io/ns/app:1 and docker.io/ns/app:1) are refused
+before anything is sent; --keep-registry-host keeps them apart.
 
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub

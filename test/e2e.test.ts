@@ -243,7 +243,7 @@ describe('platforms', () => {
 
   it('every platform of an index keeps the index itself', async () => {
     const cfg = join(work, 'both.yaml');
-    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${src.host}/ns/multi:latest\n    platforms: [linux/amd64, linux/arm64]\n`);
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${src.host}/ns/multi:latest\n    platforms: [linux/amd64, linux/arm64, linux/ppc64le]\n`);
     const file = join(work, 'both.airgap');
     assert.equal((await runBundle(['create', '-c', cfg, '-o', file])).code, 0);
     const inspect = JSON.parse((await runBundle(['inspect', file, '--json'])).stdout);
@@ -251,12 +251,46 @@ describe('platforms', () => {
     assert.equal(inspect.images[0].filteredFrom, undefined);
   });
 
+  it('two platforms of three: a new index lists exactly those two, and their manifests land byte for byte', async () => {
+    const cfg = join(work, 'two-of-three.yaml');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${src.host}/ns/multi:latest\n    platforms: [linux/ppc64le, linux/amd64]\n`);
+    const file = join(work, 'two-of-three.airgap');
+    const c = await runBundle(['create', '-c', cfg, '-o', file, '--sign-key', join(work, 'site.key')]);
+    assert.equal(c.code, 0, c.stderr);
+    const sourceIndex = JSON.parse((await skopeoInspectRaw(`docker://${src.host}/ns/multi:latest`)).toString());
+    assert.equal(sourceIndex.manifests.length, 3);
+    const kept = sourceIndex.manifests.filter((m: { platform: { architecture: string } }) => m.platform.architecture !== 'arm64');
+    const inspect = JSON.parse((await runBundle(['inspect', file, '--json'])).stdout);
+    assert.equal(inspect.images[0].filteredFrom, sourceRefs[`${src.host}/ns/multi:latest`]);
+    assert.deepEqual([...inspect.images[0].platforms].sort(), ['linux/amd64', 'linux/ppc64le']);
+    const dst = await startRegistry();
+    try {
+      const p = await runBundle(['push', file, '--to', dst.host, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'two-of-three-out')]);
+      assert.equal(p.code, 0, p.stdout + p.stderr);
+      const pushedRaw = await skopeoInspectRaw(`docker://${dst.host}/ns/multi:latest`);
+      assert.equal(`sha256:${createHash('sha256').update(pushedRaw).digest('hex')}`, inspect.images[0].digest);
+      const pushed = JSON.parse(pushedRaw.toString());
+      assert.equal(pushed.mediaType, sourceIndex.mediaType);
+      // Exactly the two descriptors of the source index, in its order, untouched.
+      assert.deepEqual(pushed.manifests, kept);
+      for (const m of kept) {
+        const a = await skopeoInspectRaw(`docker://${src.host}/ns/multi@${m.digest}`);
+        const b = await skopeoInspectRaw(`docker://${dst.host}/ns/multi@${m.digest}`);
+        assert.ok(a.equals(b), `platform manifest ${m.platform.architecture} differs`);
+      }
+      const arm = sourceIndex.manifests.find((m: { platform: { architecture: string } }) => m.platform.architecture === 'arm64');
+      await assert.rejects(skopeoInspectRaw(`docker://${dst.host}/ns/multi@${arm.digest}`), 'the platform left out is not pushed');
+    } finally {
+      await dst.stop();
+    }
+  });
+
   it('a platform the index does not have is a clear error', async () => {
     const cfg = join(work, 'none.yaml');
     await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${src.host}/ns/multi:latest\n    platforms: [linux/s390x]\n`);
     const r = await runBundle(['create', '-c', cfg, '-o', join(work, 'none.airgap')]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /no platform linux\/s390x in the index \(it has linux\/amd64, linux\/arm64\/v8\)/);
+    assert.match(r.stderr, /no platform linux\/s390x in the index \(it has linux\/amd64, linux\/arm64\/v8, linux\/ppc64le\)/);
     assertNoStack(r);
   });
 });
@@ -384,9 +418,35 @@ describe('tampering', () => {
   });
 
   it('push refuses an unsigned bundle unless told --insecure-skip-signature', async () => {
-    const p = await runBundle(['push', bundle, '--to', '127.0.0.1:9']);
-    assert.equal(p.code, 2);
-    assert.match(p.stderr, /--key/);
+    const cfg = join(work, 'unsigned.yaml');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${src.host}/ns/app-two:2.0\n`);
+    const unsigned = join(work, 'unsigned.airgap');
+    const c = await runBundle(['create', '-c', cfg, '-o', unsigned]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.match(c.stderr, /unsigned/);
+    const dst = await startRegistry();
+    try {
+      const out = ['--out-dir', join(work, 'unsigned-out')];
+      // A trusted key does not make an unsigned bundle trusted.
+      const refused = await runBundle(['push', unsigned, '--to', dst.host, '--key', join(work, 'site.pub'), ...out]);
+      assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+      assert.match(refused.stderr, /refusing to push .*the bundle is not signed/);
+      assertNoStack(refused);
+      // No key at all: a usage error that names both ways forward.
+      const noKey = await runBundle(['push', unsigned, '--to', dst.host, ...out]);
+      assert.equal(noKey.code, 2, noKey.stdout + noKey.stderr);
+      assert.match(noKey.stderr, /--key/);
+      assert.match(noKey.stderr, /--insecure-skip-signature/);
+      await assert.rejects(skopeoInspectRaw(`docker://${dst.host}/ns/app-two:2.0`), 'nothing was pushed');
+      // The flag pushes it, and says loudly that nobody's signature was checked.
+      const forced = await runBundle(['push', unsigned, '--to', dst.host, '--insecure-skip-signature', ...out]);
+      assert.equal(forced.code, 0, forced.stdout + forced.stderr);
+      assert.match(forced.stderr, /warning: --insecure-skip-signature/);
+      const srcRaw = await skopeoInspectRaw(`docker://${src.host}/ns/app-two:2.0`);
+      assert.ok((await skopeoInspectRaw(`docker://${dst.host}/ns/app-two:2.0`)).equals(srcRaw));
+    } finally {
+      await dst.stop();
+    }
   });
 });
 
@@ -413,20 +473,27 @@ describe('digests', () => {
   });
 });
 
+/** A cosign-style companion (a manifest whose payload names `subject`) at `repo:sha256-<hex>.<suffix>`; returns its bytes. */
+async function pushCompanion(repo: string, subject: string, suffix: 'sig' | 'att' | 'sbom'): Promise<Buffer> {
+  const dir = join(work, `companion-${subject.slice(7, 19)}-${suffix}`);
+  const b = await new LayoutBuilder(dir).init();
+  const payload = await b.blob(Buffer.from(JSON.stringify({ critical: { image: { 'docker-manifest-digest': subject } }, suffix })), 'application/vnd.dev.cosign.simplesigning.v1+json');
+  const cfg = await b.blob(Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
+  const m = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: cfg, layers: [{ ...payload, annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQ==' } }] };
+  b.tag('companion', await b.blob(Buffer.from(JSON.stringify(m)), m.mediaType));
+  await b.save();
+  const ref = `${repo}:sha256-${subject.slice(7)}.${suffix}`;
+  await skopeoCopy(dir, 'companion', ref);
+  return skopeoInspectRaw(`docker://${ref}`);
+}
+
 describe('cosign signatures', () => {
   it('travel with their image: signature, attestation tags land next to it at the destination', async () => {
     await skopeoCopy(set.layoutDir, 'app-two', `${src.host}/ns/signed:1`);
     const signedDigest = `sha256:${createHash('sha256').update(await skopeoInspectRaw(`docker://${src.host}/ns/signed:1`)).digest('hex')}`;
-    const sigDir = join(work, 'sig-layout');
-    const b = await new LayoutBuilder(sigDir).init();
-    const payload = await b.blob(Buffer.from(JSON.stringify({ critical: { image: { 'docker-manifest-digest': signedDigest } } })), 'application/vnd.dev.cosign.simplesigning.v1+json');
-    const cfg = await b.blob(Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
-    const m = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: cfg, layers: [{ ...payload, annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQ==' } }] };
-    b.tag('sig', await b.blob(Buffer.from(JSON.stringify(m)), m.mediaType));
-    await b.save();
     const sigTag = `sha256-${signedDigest.slice(7)}.sig`;
-    await skopeoCopy(sigDir, 'sig', `${src.host}/ns/signed:${sigTag}`);
-    await skopeoCopy(sigDir, 'sig', `${src.host}/ns/signed:sha256-${signedDigest.slice(7)}.att`);
+    await pushCompanion(`${src.host}/ns/signed`, signedDigest, 'sig');
+    await pushCompanion(`${src.host}/ns/signed`, signedDigest, 'att');
 
     const cfgFile = join(work, 'signed.yaml');
     await writeFile(cfgFile, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${src.host}/ns/signed:1\n`);
@@ -450,6 +517,57 @@ describe('cosign signatures', () => {
     }
     const without = await runBundle(['create', '-c', cfgFile, '-o', join(work, 'unsigned-companions.airgap'), '--no-signatures', '--json']);
     assert.equal(JSON.parse(without.stdout).images, 1);
+  });
+
+  it('of a platform-filtered image: each kept platform manifest\'s companions travel; the index\'s cannot, and create says so', async () => {
+    await skopeoCopy(set.layoutDir, 'multi', `${src.host}/ns/msig:1`);
+    const indexRaw = await skopeoInspectRaw(`docker://${src.host}/ns/msig:1`);
+    const indexDigest = `sha256:${createHash('sha256').update(indexRaw).digest('hex')}`;
+    const byArch = new Map<string, string>(JSON.parse(indexRaw.toString()).manifests.map((m: { digest: string; platform: { architecture: string } }) => [m.platform.architecture, m.digest]));
+    const [amd, arm, ppc] = ['amd64', 'arm64', 'ppc64le'].map((a) => byArch.get(a)!) as [string, string, string];
+    const repo = `${src.host}/ns/msig`;
+    // As `cosign sign --recursive` leaves them: on the index and on platform manifests.
+    const companions = {
+      indexSig: await pushCompanion(repo, indexDigest, 'sig'),
+      armSig: await pushCompanion(repo, arm, 'sig'),
+      armAtt: await pushCompanion(repo, arm, 'att'),
+      amdSig: await pushCompanion(repo, amd, 'sig'),
+    };
+    const tag = (digest: string, suffix: string): string => `sha256-${digest.slice(7)}.${suffix}`;
+
+    const cfg = join(work, 'msig.yaml');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${repo}:1\n    platforms: [linux/arm64]\n`);
+    const file = join(work, 'msig.airgap');
+    const c = await runBundle(['create', '-c', cfg, '-o', file, '--sign-key', join(work, 'site.key')]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.ok(c.stderr.includes(`warning: ${repo}:1: its index's cosign ${tag(indexDigest, 'sig')} cannot travel: only linux/arm64/v8 of the index is bundled`), c.stderr);
+    const inspect = JSON.parse((await runBundle(['inspect', file, '--json'])).stdout);
+    assert.deepEqual(inspect.images.map((i: { source: string }) => i.source).sort(), [`${repo}:1`, `${repo}:${tag(arm, 'att')}`, `${repo}:${tag(arm, 'sig')}`]);
+
+    const dst = await startRegistry();
+    try {
+      const p = await runBundle(['push', file, '--to', `${dst.host}/m`, '--key', join(work, 'site.pub'), '--out-dir', join(work, 'msig-out')]);
+      assert.equal(p.code, 0, p.stdout + p.stderr);
+      const at = (t: string): string => `docker://${dst.host}/m/ns/msig:${t}`;
+      // The tag points at the arm64 manifest, and the companions of that digest sit beside it.
+      const pushed = await skopeoInspectRaw(at('1'));
+      assert.equal(`sha256:${createHash('sha256').update(pushed).digest('hex')}`, arm);
+      assert.ok((await skopeoInspectRaw(at(tag(arm, 'sig')))).equals(companions.armSig));
+      assert.ok((await skopeoInspectRaw(at(tag(arm, 'att')))).equals(companions.armAtt));
+      await assert.rejects(skopeoInspectRaw(at(tag(indexDigest, 'sig'))), 'the index is not pushed, nor its signature');
+      await assert.rejects(skopeoInspectRaw(at(tag(amd, 'sig'))), 'a platform left out leaves its signature out');
+    } finally {
+      await dst.stop();
+    }
+
+    // Two of three platforms: the companions of both kept manifests, none of the one left out.
+    await pushCompanion(repo, ppc, 'sbom');
+    await writeFile(cfg, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - name: ${repo}:1\n    platforms: [linux/amd64, linux/ppc64le]\n`);
+    const two = await runBundle(['create', '-c', cfg, '-o', join(work, 'msig2.airgap'), '--json']);
+    assert.equal(two.code, 0, two.stderr);
+    assert.equal(JSON.parse(two.stdout).warnings.length, 1);
+    const inspect2 = JSON.parse((await runBundle(['inspect', join(work, 'msig2.airgap'), '--json'])).stdout);
+    assert.deepEqual(inspect2.images.map((i: { source: string }) => i.source).sort(), [`${repo}:1`, `${repo}:${tag(amd, 'sig')}`, `${repo}:${tag(ppc, 'sbom')}`].sort());
   });
 });
 

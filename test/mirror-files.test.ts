@@ -205,6 +205,25 @@ describe('mirror files', () => {
     assert.deepEqual(pairs, [[`registry.access.redhat.com/ubi9/ubi@${DC}`, `${DST}/ubi9/ubi`]]);
   });
 
+  it('the same image from two sources under one destination tag: one mapping line, both sources mirrored', async () => {
+    const fromHub: MirrorMapping = {
+      ...MAPPINGS[0]!,
+      source: 'docker.io/ns/app:1.2',
+      sourceRepository: 'docker.io/ns/app',
+    };
+    for (const order of [[MAPPINGS[0]!, fromHub], [fromHub, MAPPINGS[0]!]]) {
+      const out4 = path.join(dir, `same-image-${order[0]!.sourceRepository.split('/')[0]}`);
+      await writeMirrorFiles(out4, order);
+      const pairs = ocParse(await readFile(path.join(out4, 'mapping.txt'), 'utf8'));
+      assert.deepEqual(pairs, [[`docker.io/ns/app@${DA}`, `${DST}/ns/app:1.2`]], 'one line, whatever the order');
+      const idms = parse(await readFile(path.join(out4, 'idms.yaml'), 'utf8'));
+      assert.deepEqual(idms.spec.imageDigestMirrors, [
+        { source: 'docker.io/ns/app', mirrors: [`${DST}/ns/app`] },
+        { source: 'quay.io/ns/app', mirrors: [`${DST}/ns/app`] },
+      ]);
+    }
+  });
+
   it('refuses two images pushed to the same destination tag, and malformed mappings', async () => {
     const clash: MirrorMapping = { ...MAPPINGS[0]!, digest: DB };
     await assert.rejects(writeMirrorFiles(path.join(dir, 'x'), [MAPPINGS[0]!, clash]), (err: unknown) => {

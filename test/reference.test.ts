@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { apiHost, formatReference, isLoopbackHost, parseReference } from '../src/oci/reference.js';
-import { destinationRepository, digestTag, parseTarget } from '../src/push/destination.js';
+import { destinationRepository, digestTag, hostPathComponent, parseTarget } from '../src/push/destination.js';
 import { UsageError } from '../src/util/errors.js';
 
 const HEX = 'a'.repeat(64);
@@ -49,12 +49,28 @@ describe('parseReference', () => {
 describe('push destinations', () => {
   it('drops the source host and keeps the repository path under the prefix', () => {
     const t = parseTarget('registry.corp:5000/mirror');
-    assert.deepEqual(t, { registry: 'registry.corp:5000', prefix: 'mirror' });
+    assert.deepEqual(t, { registry: 'registry.corp:5000', prefix: 'mirror', keepRegistryHost: false });
     assert.equal(destinationRepository(t, 'quay.io/ns/app'), 'mirror/ns/app');
     assert.equal(destinationRepository(t, 'docker.io/library/alpine'), 'mirror/library/alpine');
     assert.equal(destinationRepository(t, '127.0.0.1:5000/a/b'), 'mirror/a/b');
     assert.equal(destinationRepository(parseTarget('registry.corp'), 'quay.io/ns/app'), 'ns/app');
     assert.equal(destinationRepository(parseTarget('registry.corp/a/b/'), 'quay.io/ns/app'), 'a/b/ns/app');
+  });
+
+  it('--keep-registry-host keeps the source host as a valid path component', () => {
+    const t = parseTarget('registry.corp:5000/mirror', true);
+    assert.equal(destinationRepository(t, 'quay.io/ns/app'), 'mirror/quay.io/ns/app');
+    assert.equal(destinationRepository(t, 'docker.io/library/alpine'), 'mirror/docker.io/library/alpine');
+    assert.equal(destinationRepository(t, '127.0.0.1:5000/a/b'), 'mirror/127.0.0.1-5000/a/b');
+    assert.equal(destinationRepository(t, 'Registry.Example.com:443/a'), 'mirror/registry.example.com-443/a');
+    assert.equal(destinationRepository(t, '[::1]:5000/a'), 'mirror/1-5000/a');
+    assert.equal(destinationRepository(parseTarget('registry.corp', true), 'localhost/a'), 'localhost/a');
+    // A name without a host (an OCI layout's folder) has none to keep.
+    assert.equal(destinationRepository(t, 'my-layout'), 'mirror/my-layout');
+    for (const src of ['quay.io/ns/app', '127.0.0.1:5000/a/b', 'Registry.Example.com:443/a', '[::1]:5000/a']) {
+      assert.equal(hostPathComponent(src.split('/')[0]!), destinationRepository(t, src).split('/')[1]);
+      assert.doesNotThrow(() => parseReference(`registry.corp:5000/${destinationRepository(t, src)}:1`), src);
+    }
   });
 
   it('refuses a bad --to', () => {

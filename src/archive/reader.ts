@@ -1,7 +1,7 @@
 /**
  * Reads a .airgap file (spec/airgap-format.md). Opening reads only the seek
  * table and the last five frames; members are streamed on demand by seeking
- * through the seek table, and scanMembers() reads the whole file once.
+ * through the seek table, and hashMembers() reads the whole file once.
  */
 import { createHash } from 'node:crypto';
 import { read as fsRead } from 'node:fs';
@@ -41,17 +41,6 @@ export interface FrameInfo {
   /** Offset of the frame's content in the decompressed stream (the tar). */
   decompressedOffset: number;
   decompressedSize: number;
-}
-
-export interface ScannedMember {
-  path: string;
-  size: number;
-  /** Decompressed offset of the member's first data byte. */
-  offset: number;
-  /** Tar entry type as tar-stream names it (`file` for every member this tool writes). */
-  type: string;
-  /** The member's bytes; consume (or destroy) it before asking for the next member. */
-  data: Readable;
 }
 
 /** A member as hashMembers() sees it: where it is and the sha256 of its data. */
@@ -213,26 +202,9 @@ export class ArchiveReader implements ContentStore {
 
   /**
    * One sequential pass over the whole tar: every physical member in order,
-   * with its data. Throws ArchiveCorruptError on a bad frame, a bad tar
-   * header, a tar without its end, or data after the end.
-   */
-  async *scanMembers(): AsyncGenerator<ScannedMember> {
-    const src = new ByteSource(this.decodedFrom(0));
-    for await (const { header: _header, ...entry } of this.entries(src, false)) {
-      const data = new MemberStream(src, entry.size);
-      yield { ...entry, data };
-      try {
-        await data.settle();
-      } catch (err) {
-        throw src.failure ?? err;
-      }
-      if (src.failure) throw src.failure;
-    }
-  }
-
-  /**
-   * The same pass, hashing each member's data on the way with no stream in
-   * between (the fast path of verify). `from`/`to` restrict it to frames
+   * its data hashed on the way with no stream in between (verify's read).
+   * Throws ArchiveCorruptError on a bad frame, a bad tar header, a tar
+   * without its end, or data after the end. `from`/`to` restrict it to frames
    * [from, to): `from` must be a member's first header frame, and a range that
    * stops before the last frame ends cleanly at a member boundary, so two
    * ranges can be checked in parallel.
@@ -265,7 +237,7 @@ export class ArchiveReader implements ContentStore {
    * next. `partial`: the source stops at a member boundary instead of the
    * end-of-archive blocks.
    */
-  private async *entries(src: ByteSource, partial: boolean): AsyncGenerator<Omit<ScannedMember, 'data'> & { header: Buffer }> {
+  private async *entries(src: ByteSource, partial: boolean): AsyncGenerator<Omit<HashedMember, 'digest' | 'canonicalHeader' | 'zeroPadding'> & { header: Buffer }> {
     let pendingName: string | undefined;
     let pendingSize: number | undefined;
     let headerParts: Buffer[] = [];
@@ -546,7 +518,7 @@ class ByteSource {
   private done = false;
   /** Decompressed bytes consumed so far. */
   position = 0;
-  failure: Error | undefined;
+  private failure: Error | undefined;
 
   constructor(
     private readonly it: AsyncIterator<Buffer[]>,
@@ -622,60 +594,6 @@ class ByteSource {
       const p = await this.readUpTo(n);
       if (!p) throw new ArchiveCorruptError('the tar ends in the middle of a member (truncated?)');
       n -= p.length;
-    }
-  }
-}
-
-/**
- * A member's data during scanMembers(), pulled from the shared ByteSource.
- * objectMode so that chunks (Buffers, zero-copy views) are never concatenated.
- */
-class MemberStream extends Readable {
-  private remaining: number;
-  private filling: Promise<void> | undefined;
-
-  constructor(
-    private readonly src: ByteSource,
-    size: number,
-  ) {
-    super({ objectMode: true, highWaterMark: 16 });
-    this.remaining = size;
-  }
-
-  override _read(): void {
-    if (this.filling) return;
-    while (this.remaining > 0) {
-      const piece = this.src.takeSync(this.remaining);
-      if (!piece) {
-        this.filling = this.src.fill().then(
-          (more) => {
-            this.filling = undefined;
-            if (!more) this.destroy(new ArchiveCorruptError('the tar ends in the middle of a member (truncated?)'));
-            else if (!this.destroyed) this._read();
-          },
-          (err: Error) => {
-            this.filling = undefined;
-            this.destroy(err);
-          },
-        );
-        return;
-      }
-      this.remaining -= piece.length;
-      const more = this.push(piece);
-      if (this.remaining === 0) break;
-      if (!more) return;
-    }
-    this.push(null);
-  }
-
-  /** Wait for any fill in flight, then skip whatever the consumer left unread. */
-  async settle(): Promise<void> {
-    if (this.filling) await this.filling;
-    if (this.remaining > 0) {
-      const left = this.remaining;
-      this.remaining = 0;
-      if (!this.destroyed) this.destroy();
-      await this.src.skip(left);
     }
   }
 }

@@ -46,7 +46,13 @@ export function padding(size: number): number {
  * or the size exceeds the ustar field.
  */
 export function encodeFileHeader(name: string, size: number, mtime: Date): Buffer {
-  const base = { mode: 0o644, uid: 0, gid: 0, mtime, type: 'file', uname: '', gname: '' };
+  return encodeEntryHeader({ name, size, mode: 0o644, mtime, type: 'file' });
+}
+
+/** Header block(s) for a file or directory entry (uid/gid 0, no user names); pax as for encodeFileHeader. */
+export function encodeEntryHeader(entry: { name: string; size: number; mode: number; mtime: Date; type: 'file' | 'directory' }): Buffer {
+  const { name, size } = entry;
+  const base = { mode: entry.mode, uid: 0, gid: 0, mtime: entry.mtime, type: entry.type, uname: '', gname: '' };
   const needSizePax = size > USTAR_MAX_SIZE;
   const plain = needSizePax ? null : headers.encode({ ...base, name, size });
   if (plain) return plain;

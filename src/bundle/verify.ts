@@ -120,7 +120,8 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   const good = new Set<string>();
   const seen = new Set<string>();
   const totalBytes = manifest.members.reduce((n, m) => n + m.size, 0);
-  progress?.phase('checking every member', manifest.members.length, totalBytes);
+  // Every member's data is read, the manifest and its signature envelope too.
+  progress?.phase('checking every member', manifest.members.length, totalBytes + reader.manifestBytes.length + reader.envelopeBytes.length);
 
   const { members: physical, error } = await hashAllMembers(reader, totalBytes, progress);
   if (error) problems.push({ kind: 'archive', message: `the archive could not be read to its end: ${error}` });

@@ -9,7 +9,8 @@ import { loadConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
-import { createRegistryStore } from '../store/registry-store.js';
+import { pullStoreFactory } from '../store/mirrored-store.js';
+import { loadRegistriesConfig } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey } from 'node:crypto';
 import { keyId, loadPrivateKey, privateKeyPermissionWarning } from '../sign/keys.js';
@@ -39,6 +40,8 @@ export interface CreateOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   srcAuthfile?: string;
+  /** containers-registries.conf(5) file for pulls (default: the one podman reads, when present). */
+  registriesConf?: string;
   /** Carry the standalone executable: true for this one (or the one npm run package built), or a path. */
   includeTool?: boolean | string;
   /** Make an update bundle: leave out the blobs this bundle (or saved manifest) carried. */
@@ -75,28 +78,26 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     retries: opts.retries,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
-  const stores = new Map<string, ContentStore>();
-  const storeFor = (registry: string): ContentStore => {
-    let s = stores.get(registry);
-    if (!s) {
-      s = createRegistryStore(registry, registryOpts);
-      stores.set(registry, s);
-    }
-    return s;
-  };
+  // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
+  const registriesConf = await loadRegistriesConfig(opts.registriesConf);
+  if (registriesConf?.registries.length) progress.info(`registries configuration: ${registriesConf.file}`);
+  const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
+  const warnings: string[] = [];
   try {
     const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError, opts.signatures);
     sources = resolved.images;
     failed.push(...resolved.failures);
+    warnings.push(...resolved.warnings);
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
   progress.finishPhase(failed.length === 0);
+  for (const w of warnings) progress.warn(w);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
@@ -188,6 +189,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       base: result.manifest.base ? { name: result.manifest.base.name, digest: result.manifest.base.digest, blobsLeftOut: result.manifest.base.blobs.length } : null,
       executable: executable ? { sha256: digestHex(executable.digest), size: executable.size, platform: executable.platform } : null,
       stats,
+      warnings,
       failed,
     };
     if (opts.json) printJson(summary);

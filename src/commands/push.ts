@@ -21,6 +21,7 @@ export interface PushOptions extends OutputOptions {
   to: string;
   key?: string[];
   insecureSkipSignature?: boolean;
+  keepRegistryHost?: boolean;
   dryRun?: boolean;
   recheck?: boolean;
   outDir: string;
@@ -48,6 +49,34 @@ export function planPush(images: BundleImage[], target: PushTarget): PushItem[] 
     const tags = image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)];
     return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}` };
   });
+}
+
+/**
+ * Refuse a plan in which two different images would get the same destination
+ * tag (the last pushed would silently win it): every clash, with both sources,
+ * before the first request. The same image named twice is no clash.
+ */
+export function checkClashes(plan: PushItem[], target: PushTarget): void {
+  const owner = new Map<string, PushItem>();
+  const clashes: string[] = [];
+  for (const item of plan) {
+    for (const tag of item.tags) {
+      const dest = `${target.registry}/${item.repository}:${tag}`;
+      const prior = owner.get(dest);
+      if (!prior) owner.set(dest, item);
+      else if (prior.image.digest !== item.image.digest) {
+        clashes.push(`${dest}: ${prior.image.source} (${prior.image.digest}) and ${item.image.source} (${item.image.digest})`);
+      }
+    }
+  }
+  if (clashes.length === 0) return;
+  const what = clashes.length === 1 ? `two images would be pushed to ${clashes[0]}` : `${clashes.length} destination tags would each get two images:\n  ${clashes.join('\n  ')}`;
+  throw new UsageError(
+    `${what}; nothing was pushed`,
+    target.keepRegistryHost
+      ? 'the sources differ only in ways the destination path cannot show; bundle them under different names'
+      : 'pass --keep-registry-host to keep each source\'s registry host in the path (quay.io/ns/app:1 lands at HOST/PREFIX/quay.io/ns/app:1)',
+  );
 }
 
 /** Whether a source reference starts with a registry host (`example.com/ns/app:1`, not `app:1`). */
@@ -83,13 +112,13 @@ async function checkTargetHasBase(reader: ArchiveReader, manifest: BundleManifes
 
 export async function pushCommand(file: string, opts: PushOptions): Promise<number> {
   const started = Date.now();
-  const target = parseTarget(opts.to);
+  const target = parseTarget(opts.to, opts.keepRegistryHost);
   if (!opts.key?.length && !opts.insecureSkipSignature) {
     throw new UsageError('push needs --key PUB (a trusted public key or a directory of them) to check who signed the bundle; --insecure-skip-signature pushes without that check');
   }
   const trusted = opts.key?.length ? await loadTrustedKeys(opts.key) : undefined;
   const progress = await progressFor(opts);
-  // Reach the registry (and log in) while the bundle is opened and checked.
+  // No request goes out before the bundle is checked and the plan is known to be sound.
   const store = opts.dryRun
     ? undefined
     : createRegistryStore(target.registry, {
@@ -102,8 +131,6 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
         userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
       });
-  const reachable = store?.client.ping();
-  reachable?.catch(() => undefined); // awaited below, after the bundle's own checks
   const reader = await ArchiveReader.open(file);
   try {
     const sig = checkSignature(reader, trusted);
@@ -117,6 +144,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       throw new BundleError(`refusing to push ${file}: ${layout.slice(0, 3).join('; ')}${layout.length > 3 ? ` and ${layout.length - 3} more` : ''} (bundle verify names everything wrong)`, 1);
     }
     const plan = planPush(manifest.images, target);
+    checkClashes(plan, target);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
@@ -131,12 +159,13 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
 
     const dst = store!; // dry runs have returned above
     // One clear failure up front for an unreachable registry or wrong credentials, not one per image.
-    await reachable;
+    await dst.client.ping();
     const baseHolders = manifest.base ? await checkTargetHasBase(reader, manifest, plan, dst, opts, progress) : undefined;
     const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
     // Blobs an update leaves out are mounted from where the base put them.
     for (const [digest, repos] of baseHolders ?? []) for (const repo of repos) engine.holdsAlready(digest, repo);
-    progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes);
+    // Blobs an update leaves out count too: they are mounted, or found there, as the engine walks the images.
+    progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes + (manifest.base?.blobs.reduce((n, b) => n + b.size, 0) ?? 0));
     const failures: { source: string; error: string }[] = [];
     const pushed: PushItem[] = [];
     // Images in flight are bounded too (manifest requests are not under the blob limit).

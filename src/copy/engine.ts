@@ -1,5 +1,5 @@
 import { MediaType } from '../oci/media-types.js';
-import { parseManifest, platformMatches } from '../oci/manifest.js';
+import { keptPlatformManifests, parseManifest } from '../oci/manifest.js';
 import { platformString, type Descriptor } from '../oci/types.js';
 import type { ContentStore, PutResult, WritableContentStore } from '../store/store.js';
 import { sha256Digest, verified, verifyBuffer } from '../util/digest.js';
@@ -69,6 +69,8 @@ export class CopyEngine {
   private readonly manifests = new Map<string, Promise<void>>();
   /** Repositories of the destination known to hold a digest (for cross-repository mounts). */
   private readonly holders = new Map<string, Set<string>>();
+  /** Bytes reported to progress per digest: each digest counts once, however many repositories get it. */
+  private readonly credited = new Map<string, number>();
   private readonly retries: number;
 
   constructor(
@@ -95,9 +97,9 @@ export class CopyEngine {
     }
     const top = await this.fetchVerified(root.srcRepo, root.desc, root.label);
     const parsed = parseManifest(top, root.desc.mediaType, root.label);
-    const wanted = parsed.manifests.filter((m) => root.platforms?.some((p) => platformMatches(m.platform, p)));
+    const wanted = keptPlatformManifests(parsed, root.platforms);
     // Platforms that pick every entry of the index keep the index as it is.
-    if (!parsed.isIndex || !root.platforms || root.platforms.length === 0 || wanted.length === parsed.manifests.length) {
+    if (!wanted || !root.platforms) {
       await this.copyTree(root.srcRepo, root.dstRepo, root.desc, top, root.label, root.tags);
       const platforms = parsed.isIndex
         ? parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p)
@@ -124,6 +126,7 @@ export class CopyEngine {
     );
     const desc: Descriptor = { mediaType: parsed.mediaType, digest: sha256Digest(subset), size: subset.length };
     if ((await this.dst.putManifest(root.dstRepo, desc, subset, root.tags)) === 'written') this.stats.manifestsWritten++;
+    this.credit(desc.digest, subset.length, subset.length);
     this.opts.progress?.item();
     return { desc, platforms, filteredFrom: root.desc.digest };
   }
@@ -184,7 +187,20 @@ export class CopyEngine {
       await settleAll(parsed.blobs.map((b) => this.copyBlob(srcRepo, dstRepo, b, label)));
     }
     if ((await this.dst.putManifest(dstRepo, { ...desc, mediaType }, bytes, tags)) === 'written') this.stats.manifestsWritten++;
-    this.opts.progress?.bytes(bytes.length);
+    this.credit(desc.digest, bytes.length, bytes.length);
+  }
+
+  /**
+   * Report `n` more bytes of `digest` done (negative: taken back), never more
+   * than `size` in all for one digest, so that bytes done stay within a total
+   * counted over unique digests. Returns the bytes actually reported.
+   */
+  private credit(digest: string, size: number, n: number): number {
+    const had = this.credited.get(digest) ?? 0;
+    const now = Math.min(size, Math.max(0, had + n));
+    this.credited.set(digest, now);
+    if (now !== had) this.opts.progress?.bytes(now - had);
+    return now - had;
   }
 
   copyBlob(srcRepo: string, dstRepo: string, desc: Descriptor, label: string): Promise<PutResult> {
@@ -216,8 +232,7 @@ export class CopyEngine {
           desc,
           async () =>
             verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, (n) => {
-              sent += n;
-              this.opts.progress?.bytes(n);
+              sent += this.credit(desc.digest, desc.size, n);
             }),
           { mountFrom },
         );
@@ -227,10 +242,10 @@ export class CopyEngine {
           this.stats.bytesWritten += desc.size;
         } else if (result === 'mounted') this.stats.blobsMounted++;
         else this.stats.blobsSkipped++;
-        if (result !== 'written') this.opts.progress?.bytes(desc.size - sent);
+        if (result !== 'written') this.credit(desc.digest, desc.size, desc.size);
         return result;
       } catch (err) {
-        this.opts.progress?.bytes(-sent);
+        this.credit(desc.digest, desc.size, -sent);
         if (err instanceof DigestMismatchError || attempt >= this.retries || !TRANSIENT.test(errorMessage(err))) throw err;
         await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
       }

@@ -66,3 +66,14 @@ export function platformMatches(p: Platform | undefined, wanted: string): boolea
   if (p.os !== os || p.architecture !== arch) return false;
   return variant === undefined || p.variant === variant;
 }
+
+/**
+ * The manifests of an index that `platforms` keep, or undefined when the index
+ * is kept whole (no platforms named, not an index, or every entry picked).
+ * Empty when no entry matches.
+ */
+export function keptPlatformManifests(parsed: ParsedManifest, platforms: string[] | undefined): Descriptor[] | undefined {
+  if (!parsed.isIndex || !platforms || platforms.length === 0) return undefined;
+  const wanted = parsed.manifests.filter((m) => platforms.some((p) => platformMatches(m.platform, p)));
+  return wanted.length === parsed.manifests.length ? undefined : wanted;
+}

@@ -5,9 +5,11 @@ import { digestHex } from '../util/digest.js';
 export interface PushTarget {
   registry: string;
   prefix: string;
+  /** `--keep-registry-host`: the source host becomes the first path component under the prefix. */
+  keepRegistryHost?: boolean;
 }
 
-export function parseTarget(to: string): PushTarget {
+export function parseTarget(to: string, keepRegistryHost = false): PushTarget {
   const s = to.replace(/^docker:\/\//, '').replace(/\/+$/, '');
   const slash = s.indexOf('/');
   const registry = slash < 0 ? s : s.slice(0, slash);
@@ -18,17 +20,32 @@ export function parseTarget(to: string): PushTarget {
   if (prefix && !/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/.test(prefix)) {
     throw new UsageError(`--to ${to}: "${prefix}" is not a valid repository prefix (lowercase letters, digits, . _ - and /)`);
   }
-  return { registry, prefix };
+  return { registry, prefix, keepRegistryHost };
 }
 
 /**
- * Where a source repository lands: the source host is dropped and the
- * repository path kept under the prefix (`quay.io/ns/app` -> `ns/app`).
+ * A registry host as a repository path component: lowercase, and a port joined
+ * with `-` (`registry.corp:5000` -> `registry.corp-5000`), since `:` may not
+ * appear in a repository path.
+ */
+export function hostPathComponent(host: string): string {
+  return host
+    .toLowerCase()
+    .replace(/[^a-z0-9.]+/g, '-')
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+}
+
+/**
+ * Where a source repository lands: the repository path kept under the prefix,
+ * the source host dropped (`quay.io/ns/app` -> `ns/app`) or, with
+ * keepRegistryHost, kept as the first component (`quay.io/ns/app`).
  */
 export function destinationRepository(target: PushTarget, sourceRepository: string): string {
   const slash = sourceRepository.indexOf('/');
   const first = slash < 0 ? '' : sourceRepository.slice(0, slash);
-  const path = first && (first.includes('.') || first.includes(':') || first === 'localhost') ? sourceRepository.slice(slash + 1) : sourceRepository;
+  const hasHost = !!first && (first.includes('.') || first.includes(':') || first === 'localhost');
+  let path = hasHost ? sourceRepository.slice(slash + 1) : sourceRepository;
+  if (hasHost && target.keepRegistryHost) path = `${hostPathComponent(first)}/${path}`;
   return target.prefix ? `${target.prefix}/${path}` : path;
 }
 

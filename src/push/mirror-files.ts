@@ -130,7 +130,8 @@ function sortedUnique(xs: Iterable<string>): string[] {
  * Write the mirror files into `outDir` (created if needed) and return the paths written.
  * Writes nothing and returns [] when there are no mappings. `itms.yaml` is written only
  * when at least one image was named by tag. Throws BundleError for a malformed mapping
- * or two sources pushed to the same destination tag.
+ * or two different images (digests) pushed to the same destination tag; the same image
+ * from two sources is one mapping line, and both sources are mirrored.
  */
 export async function writeMirrorFiles(outDir: string, mappings: MirrorMapping[], opts: MirrorFileOptions = {}): Promise<string[]> {
   const name = opts.name ?? DEFAULT_MIRROR_SET_NAME;
@@ -148,10 +149,12 @@ export async function writeMirrorFiles(outDir: string, mappings: MirrorMapping[]
     const line = `${src}=${dst}`;
     const prior = lines.get(dst);
     // oc image mirror refuses a destination tag named twice; a bare repository is a push by digest.
+    // The same image from two sources (same digest) is one line: either source copies the same bytes.
     if (prior !== undefined && prior !== line && dst !== dstRepo) {
-      throw new BundleError(`two images would be pushed to ${dst}: ${prior.split('=')[0]} and ${src}`);
+      const priorSrc = prior.split('=')[0]!;
+      if (!priorSrc.endsWith(`@${m.digest}`)) throw new BundleError(`two images would be pushed to ${dst}: ${priorSrc} and ${src}`);
     }
-    lines.set(dst === dstRepo ? line : dst, line);
+    if (prior === undefined || line < prior || dst === dstRepo) lines.set(dst === dstRepo ? line : dst, line);
     if (!digestMirrors.has(srcRepo)) digestMirrors.set(srcRepo, new Set());
     digestMirrors.get(srcRepo)!.add(dstRepo);
     if (m.tagged) {

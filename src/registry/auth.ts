@@ -245,9 +245,4 @@ export class Authenticator {
   invalidate(scopes: string[]): void {
     this.tokens.delete([...scopes].sort().join(' '));
   }
-
-  /** True once we know the registry wants credentials of some kind. */
-  get knowsScheme(): boolean {
-    return this.mode !== 'unknown';
-  }
 }

@@ -52,8 +52,9 @@ export async function resolveImages(
   concurrency = 8,
   keepGoing = false,
   withCosign = true,
-): Promise<{ images: SourceImage[]; failures: ResolveFailure[] }> {
+): Promise<{ images: SourceImage[]; failures: ResolveFailure[]; warnings: string[] }> {
   const failures: ResolveFailure[] = [];
+  const warnings: string[] = [];
   const fromRegistries = await mapLimit(images, concurrency, async (spec) => {
     try {
       return await resolveRegistryImage(spec, registryStore);
@@ -75,7 +76,9 @@ export async function resolveImages(
     ? (
         await mapLimit(resolved, concurrency, async (img) => {
           try {
-            return await cosignArtifacts(img);
+            const found = await cosignArtifacts(img);
+            warnings.push(...found.warnings);
+            return found.images;
           } catch (err) {
             failures.push({ source: `${img.source} (cosign signatures)`, error: errorMessage(err) });
             return [];
@@ -96,7 +99,7 @@ export async function resolveImages(
     }
     seen.set(img.refName, img);
   }
-  return { images: [...seen.values()], failures };
+  return { images: [...seen.values()], failures, warnings };
 }
 
 async function resolveRegistryImage(spec: ImageSpec, registryStore: RegistryStoreFactory): Promise<SourceImage> {

@@ -51,6 +51,8 @@ export async function tarLayer(files: Record<string, Buffer | string>): Promise<
 
 export class LayoutBuilder {
   readonly index: { mediaType: string; digest: string; size: number; annotations: Record<string, string> }[] = [];
+  /** Layer digest -> sha256 of its uncompressed tar, so configs carry real diff_ids. */
+  readonly diffIds = new Map<string, string>();
 
   constructor(readonly dir: string) {}
 
@@ -67,7 +69,10 @@ export class LayoutBuilder {
   }
 
   async layer(files: Record<string, Buffer | string>): Promise<Blob> {
-    return this.blob(gzipSync(await tarLayer(files), { level: 1 }), 'application/vnd.oci.image.layer.v1.tar+gzip');
+    const tarBytes = await tarLayer(files);
+    const blob = await this.blob(gzipSync(tarBytes, { level: 1 }), 'application/vnd.oci.image.layer.v1.tar+gzip');
+    this.diffIds.set(blob.digest, `sha256:${createHash('sha256').update(tarBytes).digest('hex')}`);
+    return blob;
   }
 
   async image(layers: Blob[], platform = { os: 'linux', architecture: 'amd64' }, label = 'test'): Promise<Blob> {
@@ -75,7 +80,7 @@ export class LayoutBuilder {
       JSON.stringify({
         ...platform,
         config: { Labels: { 'test.image': label } },
-        rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+        rootfs: { type: 'layers', diff_ids: layers.map((l) => this.diffIds.get(l.digest) ?? l.digest) },
       }),
     );
     const cfg = await this.blob(config, 'application/vnd.oci.image.config.v1+json');
@@ -114,8 +119,8 @@ export interface TestImageSet {
 }
 
 /**
- * Two images sharing one base layer, and a two-platform index:
- * `app-one`, `app-two`, `multi`.
+ * Two images sharing one base layer, and a three-platform index
+ * (linux/amd64, linux/arm64/v8, linux/ppc64le): `app-one`, `app-two`, `multi`.
  */
 export async function buildTestImages(dir: string, opts: { layerBytes?: number } = {}): Promise<TestImageSet> {
   const size = opts.layerBytes ?? 256 * 1024;
@@ -129,9 +134,11 @@ export async function buildTestImages(dir: string, opts: { layerBytes?: number }
     { os: 'linux', architecture: 'arm64', variant: 'v8' } as { os: string; architecture: string },
     'multi-arm64',
   );
+  const ppc = await b.image([base, await b.layer({ 'arch.txt': 'ppc64le\n' })], { os: 'linux', architecture: 'ppc64le' }, 'multi-ppc64le');
   const multi = await b.indexOf([
     { manifest: amd, platform: { os: 'linux', architecture: 'amd64' } },
     { manifest: arm, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+    { manifest: ppc, platform: { os: 'linux', architecture: 'ppc64le' } },
   ]);
   b.tag('app-one', one);
   b.tag('app-two', two);
