@@ -6,6 +6,9 @@ const EXIT_DOC = `
 Exit status: 0 success, 1 the work failed (verification failed, a registry refused),
 2 usage or input error (bad flags, bad config, not an .airgap file).`;
 
+const RETRIES_DOC =
+  'attempts per registry request, the first included (1: no retry); a download that breaks off resumes, and a failed upload starts over from its source, within the same count; backoff between attempts, Retry-After honoured';
+
 function outputOptions(cmd: Command): Command {
   return cmd
     .option('-q, --quiet', 'print nothing but warnings and errors')
@@ -51,8 +54,9 @@ ${EXIT_DOC}`,
       .option('-f, --force', 'replace the output file if it exists')
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
-      .addOption(new Option('--concurrency <n>', 'blobs transferred at once').argParser(parsePositiveInt).default(6))
-      .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--concurrency <n>', 'downloads in flight at once, over all registries (a large layer is fetched as several range requests)').argParser(parsePositiveInt).default(16))
+      .addOption(new Option('--max-connections-per-registry <n>', 'connections open to one registry at most, so a public registry is not hammered').argParser(parsePositiveInt).default(16))
+      .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
       .addOption(new Option('--src-tls-verify [bool]', 'verify source registries\' TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--src-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for source registries')
@@ -77,6 +81,10 @@ Example config (bundle.yaml):
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
+  $ SOURCE_DATE_EPOCH=1767225600 bundle create -c bundle.yaml -o july.airgap --concurrency 32
+Every manifest is read first, then every blob downloads at once (large layers as several
+range requests) into its planned place in the file: the same inputs and SOURCE_DATE_EPOCH
+(the creation time; default now) give the same bytes.
 Credentials come from --authfile, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json
 or ~/.docker/config.json, in that order. Loopback registries may be plain HTTP.
 
@@ -134,7 +142,7 @@ ${EXIT_DOC}`,
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
-      .addOption(new Option('--retries <n>', 'attempts per registry request before giving up (backoff between them)').argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
       .addOption(new Option('--dest-tls-verify [bool]', 'verify the destination\'s TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the destination')

@@ -298,6 +298,76 @@ describe('retries', () => {
     assert.equal(p.count('GET', '/v2/retry/d/manifests/v1'), 3);
   });
 
+  it('a blob download that breaks off resumes where it stopped (a Range request), as one more attempt', async () => {
+    const c0 = client(reg.host);
+    const data = bytesOf('resume', 600_000);
+    const d = sha256Digest(data);
+    await c0.uploadBlob('retry/resume', d, data.length, streamOf(data));
+    const p = await proxy({ faults: [{ match: (r) => r.method === 'GET' && r.path.endsWith(`/blobs/${d}`), times: 1, kind: 'truncate' }] });
+    const c = client(p.host, { retries: 2 });
+    const back = await readAll(await c.getBlob('retry/resume', d));
+    assert.equal(sha256Digest(back), d);
+    const gets = p.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${d}`));
+    assert.equal(gets.length, 2);
+    assert.equal(gets[0]!.range, undefined);
+    assert.match(gets[1]!.range ?? '', /^bytes=[1-9]\d*-$/, 'the second GET asks only for the rest');
+  });
+
+  it('a blob download that breaks off every time: exactly `retries` GETs, and the error names the request', async () => {
+    const c0 = client(reg.host);
+    const data = bytesOf('resume-never', 300_000);
+    const d = sha256Digest(data);
+    await c0.uploadBlob('retry/broken', d, data.length, streamOf(data));
+    const p = await proxy({ faults: [{ match: (r) => r.method === 'GET' && r.path.endsWith(`/blobs/${d}`), times: 1000, kind: 'truncate' }] });
+    const c = client(p.host, { retries: 3 });
+    await assert.rejects(readAll(await c.getBlob('retry/broken', d)), (err: unknown) => {
+      assert.ok(err instanceof RegistryNetworkError, String(err));
+      assert.match(err.message, new RegExp(`^GET http://127\\.0\\.0\\.1:\\d+/v2/retry/broken/blobs/${d} failed: .*\\(after 3 attempts\\)$`));
+      return true;
+    });
+    assert.equal(p.count('GET', `/v2/retry/broken/blobs/${d}`), 3);
+  });
+
+  for (const kind of [503, 'drop'] as const) {
+    it(`a streamed upload that fails every time (${kind}): exactly \`retries\` PUTs, each from a re-opened source`, async () => {
+      const data = bytesOf(`upload-fails-${kind}`, 80_000);
+      const d = desc(data);
+      const p = await proxy({ faults: [{ match: (r) => r.method === 'PUT' && r.url.includes(encodeURIComponent(d.digest)), times: 1000, kind }] });
+      const store = new RegistryStore(client(p.host, { retries: 2 }));
+      let opens = 0;
+      const open = async (): Promise<Readable> => {
+        opens++;
+        return streamOf(data);
+      };
+      await assert.rejects(store.putBlob(`retry/up-${kind}`, d, open), (err: unknown) => {
+        assert.ok(err instanceof RegistryHttpError || err instanceof RegistryNetworkError, String(err));
+        assert.match(err.message, new RegExp(`^PUT http://127\\.0\\.0\\.1:\\d+/v2/retry/up-${kind}/blobs/uploads/\\S+\\?digest=sha256%3A${d.digest.slice(7)} failed: .*\\(after 2 attempts\\)$`));
+        return true;
+      });
+      assert.equal(p.count('PUT', new RegExp(`^/v2/retry/up-${kind}/blobs/uploads/`)), 2);
+      assert.equal(opens, 2);
+    });
+  }
+
+  it('a 4xx upload answer is not retried', async () => {
+    const data = bytesOf('upload-400', 30_000);
+    const d = desc(data);
+    const p = await proxy();
+    const store = new RegistryStore(client(p.host, { retries: 4 }));
+    // A descriptor whose digest the bytes do not have: the registry refuses the PUT with 400.
+    const wrong: Descriptor = { ...d, digest: sha256Digest('not these bytes') };
+    let opens = 0;
+    await assert.rejects(
+      store.putBlob('retry/bad', wrong, async () => {
+        opens++;
+        return streamOf(data);
+      }),
+      (err: unknown) => err instanceof RegistryHttpError && err.status === 400,
+    );
+    assert.equal(opens, 1);
+    assert.equal(p.count('PUT', /^\/v2\/retry\/bad\/blobs\/uploads\//), 1);
+  });
+
   it('connection refused is a clear error', async () => {
     const port = await freePort();
     const c = client(`127.0.0.1:${port}`, { retries: 2 });

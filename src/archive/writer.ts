@@ -1,5 +1,15 @@
 /**
- * Writes a .airgap file (spec/airgap-format.md) in one streaming pass.
+ * Writes a .airgap file (spec/airgap-format.md), once, under a temporary name.
+ *
+ * Two ways to fill it. Appended: members go in as they are put, one after the
+ * other (tests, small jobs). Planned (`layout()`): once every blob's descriptor
+ * is known, the whole file is laid out in a fixed order (by digest), whatever
+ * order the bytes arrive in: manifests and small blobs given in memory are
+ * compressed and written at once; already-compressed blobs (by media type) get a
+ * reserved region of raw frames, whose size follows from the descriptor alone,
+ * filled by positional writes from parallel range requests; other blobs are
+ * streamed and compressed after the planned region, one after the other, in
+ * digest order. Same inputs and creation time, same bytes.
  */
 import { createHash } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
@@ -17,9 +27,11 @@ import {
 import type { Descriptor } from '../oci/types.js';
 import { ANNOTATION_REF_NAME, MediaType } from '../oci/media-types.js';
 import type { DsseEnvelope } from '../sign/dsse-types.js';
-import type { ManifestBytes, PutResult, WritableContentStore } from '../store/store.js';
+import type { ManifestBytes, PutBlobOptions, PutResult, WritableContentStore } from '../store/store.js';
 import { digestHex, sha256Digest, VerifyingStream, verifyBuffer } from '../util/digest.js';
 import { BundleError, DigestMismatchError } from '../util/errors.js';
+import { FileOutput, type PositionalOutput } from './positional-file.js';
+import { fillRawRegion, RawGeometry } from './raw-fill.js';
 import { encodeFileHeader, padding, TAR_BLOCK } from './tar.js';
 import { encodeRawFrame, encodeSeekTable, FrameCompressor, type SeekEntry } from './zstd-frames.js';
 
@@ -94,8 +106,8 @@ export class ArchiveWriter implements WritableContentStore {
   private readonly chunkSize: number;
   private readonly created: Date;
   private readonly compressor: FrameCompressor;
-  private fh: FileHandle | undefined;
-  /** File bytes durably handed to write(). */
+  private out: PositionalOutput | undefined;
+  /** File position where the pending (appended) bytes begin. */
   private flushed = 0;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
@@ -108,6 +120,9 @@ export class ArchiveWriter implements WritableContentStore {
   private queue: Promise<unknown> = Promise.resolve();
   private state: 'open' | 'finishing' | 'done' | 'aborted' = 'open';
   private dataBytes = 0;
+  /** Set by layout(): every planned member by digest. */
+  private regions: Map<string, Region> | undefined;
+  private aborting: Promise<void> | undefined;
 
   private constructor(
     readonly path: string,
@@ -127,7 +142,7 @@ export class ArchiveWriter implements WritableContentStore {
   static async create(finalPath: string, opts: ArchiveWriterOptions = {}): Promise<ArchiveWriter> {
     const tempPath = path.join(path.dirname(finalPath), `${path.basename(finalPath)}.partial-${process.pid}`);
     const w = new ArchiveWriter(finalPath, tempPath, opts);
-    w.fh = await open(tempPath, 'w', 0o644);
+    w.out = await FileOutput.create(tempPath);
     try {
       await w.writeBufferMember(OCI_LAYOUT_MEMBER, OCI_LAYOUT_CONTENT, OCI_LAYOUT_MEDIA_TYPE, false);
     } catch (err) {
@@ -161,7 +176,14 @@ export class ArchiveWriter implements WritableContentStore {
 
   // ---- WritableContentStore ----
 
-  putBlob(_repo: string, desc: Descriptor, open: () => Promise<Readable>): Promise<PutResult> {
+  /** Planned writers run every range request under the copy's transfer slots themselves. */
+  get schedulesTransfers(): boolean {
+    return this.regions !== undefined;
+  }
+
+  putBlob(_repo: string, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions = {}): Promise<PutResult> {
+    const region = this.regions?.get(desc.digest);
+    if (region) return this.fillRegion(region, desc, open, opts);
     return this.enqueue(async () => {
       if (this.memberByDigest.has(desc.digest)) return 'exists';
       const member = await this.writeStreamMember(desc, open);
@@ -171,6 +193,15 @@ export class ArchiveWriter implements WritableContentStore {
   }
 
   putManifest(_repo: string, desc: Descriptor, bytes: Buffer, _tags: string[]): Promise<PutResult> {
+    const region = this.regions?.get(desc.digest);
+    if (region?.kind === 'inline') {
+      try {
+        verifyBuffer(bytes, desc.digest, desc.size, `manifest ${desc.digest}`);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return Promise.resolve(region.put++ === 0 ? 'written' : 'exists');
+    }
     return this.enqueue(async () => {
       if (this.memberByDigest.has(desc.digest)) return 'exists';
       verifyBuffer(bytes, desc.digest, desc.size, `manifest ${desc.digest}`);
@@ -178,6 +209,137 @@ export class ArchiveWriter implements WritableContentStore {
       this.memberByDigest.set(desc.digest, member);
       return 'written';
     });
+  }
+
+  /**
+   * Fix the layout of every member to come, before any blob arrives: `entries`
+   * are every blob and manifest of the bundle (duplicates are fine), with their
+   * bytes when they are already in memory. Members with bytes are written now;
+   * blobs whose media type says they are compressed get their region reserved;
+   * the rest are streamed, compressed, after the planned region in digest order.
+   */
+  async layout(entries: readonly LayoutEntry[]): Promise<void> {
+    this.assertOpen();
+    if (this.regions) throw new BundleError('internal: the archive is laid out already');
+    if (this.members.length !== 1) throw new BundleError('internal: layout() must come before any member is put');
+    const unique = new Map<string, LayoutEntry>();
+    for (const e of entries) {
+      if (!Number.isSafeInteger(e.desc.size) || e.desc.size < 0) throw new BundleError(`invalid size ${e.desc.size} for blob ${e.desc.digest}`);
+      const prior = unique.get(e.desc.digest);
+      if (!prior || (!prior.bytes && e.bytes)) unique.set(e.desc.digest, e);
+    }
+    const byDigest = (a: LayoutEntry, b: LayoutEntry): number => (a.desc.digest < b.desc.digest ? -1 : a.desc.digest > b.desc.digest ? 1 : 0);
+    const planned = [...unique.values()].filter((e) => e.bytes || isCompressedMediaType(e.desc.mediaType)).sort(byDigest);
+    const tail = [...unique.values()].filter((e) => !e.bytes && !isCompressedMediaType(e.desc.mediaType)).sort(byDigest);
+    await this.flush();
+    const regions = new Map<string, Region>();
+    const rawChunk = Math.min(this.chunkSize, RAW_CHUNK_SIZE);
+    let file = this.flushed;
+    let writes: Buffer[] = [];
+    let writesAt = file;
+    const writeOut = async (): Promise<void> => {
+      if (writes.length) await this.out!.write(writes, writesAt);
+      writes = [];
+    };
+    for (const e of planned) {
+      const name = blobPath(e.desc.digest);
+      const headerBlocks = encodeFileHeader(name, e.desc.size, this.created);
+      const header = this.compressor.compress(headerBlocks);
+      const region: Region = { kind: e.bytes ? 'inline' : 'raw', fileStart: file, fileSize: 0, tarStart: this.tarPos, frameStart: this.frames.length, frameCount: 0, member: undefined!, state: 'pending', put: 0 };
+      if (writes.length === 0) writesAt = file;
+      writes.push(header);
+      this.frames.push({ compressedSize: header.length, decompressedSize: headerBlocks.length });
+      this.tarPos += headerBlocks.length;
+      file += header.length;
+      const offset = this.tarPos;
+      if (e.bytes) {
+        verifyBuffer(e.bytes, e.desc.digest, e.desc.size, `${e.desc.digest}`);
+        for (const f of this.dataFrames(e.bytes, false)) {
+          writes.push(...f.buffers);
+          this.frames.push(f.entry);
+          file += f.entry.compressedSize;
+          this.tarPos += f.entry.decompressedSize;
+        }
+        region.state = 'done';
+        if (writes.length > 256) await writeOut();
+      } else {
+        await writeOut();
+        const geo = new RawGeometry(e.desc.size, rawChunk, file);
+        region.dataStart = file;
+        region.frameContent = rawChunk;
+        for (let i = 0; i < geo.frames; i++) this.frames.push({ compressedSize: geo.frameSize(i), decompressedSize: geo.frameDecompressed(i) });
+        file += geo.totalSize();
+        this.tarPos += e.desc.size + padding(e.desc.size);
+      }
+      region.fileSize = file - region.fileStart;
+      region.frameCount = this.frames.length - region.frameStart;
+      region.member = { path: name, digest: e.desc.digest, size: e.desc.size, mediaType: e.desc.mediaType, offset };
+      this.members.push(region.member);
+      if (region.state === 'done') {
+        this.memberByDigest.set(e.desc.digest, region.member);
+        this.dataBytes += e.desc.size;
+      }
+      regions.set(e.desc.digest, region);
+    }
+    await writeOut();
+    this.flushed = file;
+    // The rest follow in digest order, each once the one before it is settled.
+    let previous: Promise<void> = Promise.resolve();
+    for (const e of tail) {
+      let settle!: () => void;
+      const settled = new Promise<void>((r) => (settle = r));
+      regions.set(e.desc.digest, { kind: 'tail', fileStart: 0, fileSize: 0, tarStart: 0, frameStart: 0, frameCount: 0, member: undefined!, state: 'pending', put: 0, previous, settle });
+      previous = settled;
+    }
+    this.regions = regions;
+  }
+
+  private fillRegion(region: Region, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions): Promise<PutResult> {
+    if (region.state === 'done') return Promise.resolve(region.put++ === 0 ? 'written' : 'exists');
+    if (region.kind === 'tail') {
+      region.job ??= this.writeTail(region, desc, open, opts);
+    } else {
+      region.job ??= fillRawRegion(this.out!, { desc, dataStart: region.dataStart!, frameContent: region.frameContent! }, {
+        open,
+        openRange: opts.openRange,
+        slots: opts.slots,
+        onBytes: opts.onBytes,
+        rangesServed: opts.rangesServed,
+      }).then(
+        () => {
+          region.state = 'done';
+          this.memberByDigest.set(desc.digest, region.member);
+          this.dataBytes += desc.size;
+        },
+        (err: unknown) => {
+          region.state = 'failed';
+          region.job = undefined; // a later put may try again
+          throw err;
+        },
+      );
+    }
+    return region.job.then(() => (region.put++ === 0 ? 'written' : 'exists'));
+  }
+
+  /** A blob streamed after the planned region, in its turn. */
+  private async writeTail(region: Region, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions): Promise<void> {
+    try {
+      await region.previous;
+      const release = opts.slots ? await opts.slots.acquire() : () => undefined;
+      try {
+        const member = await this.enqueue(() => this.writeStreamMember(desc, open));
+        region.member = member;
+        region.state = 'done';
+        this.memberByDigest.set(desc.digest, member);
+      } finally {
+        release();
+      }
+    } catch (err) {
+      region.state = 'failed';
+      throw err;
+    } finally {
+      region.settle!();
+    }
   }
 
   /** Record a top-level image; index.json lists it under its refName. Its manifest must be stored before finish(). */
@@ -197,6 +359,11 @@ export class ArchiveWriter implements WritableContentStore {
     this.state = 'finishing';
     try {
       await this.queue.catch(() => undefined);
+      if (this.regions) {
+        await Promise.allSettled([...this.regions.values()].map((r) => r.job));
+        await this.queue.catch(() => undefined);
+        await this.closeHoles();
+      }
       for (const img of this.images) {
         const m = this.memberByDigest.get(img.digest);
         if (!m) throw new BundleError(`image ${img.refName} (${img.digest}) was added but its manifest is not in the bundle`);
@@ -244,10 +411,11 @@ export class ArchiveWriter implements WritableContentStore {
       this.emitCompressedFrame(Buffer.alloc(2 * TAR_BLOCK));
       this.push(encodeSeekTable(this.frames));
       await this.flush();
-      const fh = this.fh!;
-      await fh.sync();
-      await fh.close();
-      this.fh = undefined;
+      const out = this.out!;
+      await out.truncate(this.flushed); // nothing of a failed member may linger past the end
+      await out.sync();
+      await out.close();
+      this.out = undefined;
       await rename(this.tempPath, this.path);
       await syncDir(path.dirname(this.path));
       this.state = 'done';
@@ -258,16 +426,19 @@ export class ArchiveWriter implements WritableContentStore {
     }
   }
 
-  /** Stop and delete the temporary file. Safe to call more than once. */
-  async abort(): Promise<void> {
-    if (this.state === 'done' || this.state === 'aborted') return;
-    this.state = 'aborted';
-    const fh = this.fh;
-    this.fh = undefined;
-    this.pending = [];
-    this.pendingBytes = 0;
-    if (fh) await fh.close().catch(() => undefined);
-    await rm(this.tempPath, { force: true });
+  /** Stop and delete the temporary file. Safe to call more than once (every call resolves once it is gone). */
+  abort(): Promise<void> {
+    if (this.state === 'done') return Promise.resolve();
+    this.aborting ??= (async () => {
+      this.state = 'aborted';
+      const out = this.out;
+      this.out = undefined;
+      this.pending = [];
+      this.pendingBytes = 0;
+      if (out) await out.close().catch(() => undefined);
+      await rm(this.tempPath, { force: true });
+    })();
+    return this.aborting;
   }
 
   // ---- internals ----
@@ -296,29 +467,13 @@ export class ArchiveWriter implements WritableContentStore {
   }
 
   private async flush(): Promise<void> {
-    if (!this.fh) throw new BundleError(`archive ${this.path} is closed`);
+    if (!this.out) throw new BundleError(`archive ${this.path} is closed`);
     const bufs = this.pending;
     const total = this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
-    let written = 0;
-    let i = 0;
-    // writev takes at most IOV_MAX (1024) buffers per call.
-    while (i < bufs.length) {
-      const batch = bufs.slice(i, i + 1024);
-      let batchBytes = 0;
-      for (const b of batch) batchBytes += b.length;
-      let done = 0;
-      while (done < batchBytes) {
-        const { bytesWritten } = await this.fh.writev(done === 0 ? batch : sliceBuffers(batch, done), this.flushed + written + done);
-        if (bytesWritten <= 0) throw new Error(`short write to ${this.tempPath}`);
-        done += bytesWritten;
-      }
-      written += batchBytes;
-      i += batch.length;
-    }
-    if (written !== total) throw new Error('internal: write accounting');
-    this.flushed += written;
+    await this.out.write(bufs, this.flushed);
+    this.flushed += total;
   }
 
   private async maybeFlush(): Promise<void> {
@@ -351,7 +506,7 @@ export class ArchiveWriter implements WritableContentStore {
   }
 
   private async rollback(m: { file: number; frames: number; tarPos: number }): Promise<void> {
-    if (!this.fh) return; // aborted meanwhile: the file is gone anyway
+    if (!this.out) return; // aborted meanwhile: the file is gone anyway
     if (m.file >= this.flushed) {
       // Everything of the member is still pending: drop it from the buffer.
       let keep = m.file - this.flushed;
@@ -371,7 +526,7 @@ export class ArchiveWriter implements WritableContentStore {
     } else {
       this.pending = [];
       this.pendingBytes = 0;
-      await this.fh!.truncate(m.file);
+      await this.out.truncate(m.file);
       this.flushed = m.file;
     }
     this.frames.length = m.frames;
@@ -384,20 +539,81 @@ export class ArchiveWriter implements WritableContentStore {
     return member;
   }
 
+  /** The data frames of a member held in memory (raw when it looks compressed), its padding in the last. */
+  private dataFrames(data: Buffer, singleFrame: boolean): { buffers: Buffer[]; entry: SeekEntry }[] {
+    const out: { buffers: Buffer[]; entry: SeekEntry }[] = [];
+    const pad = Buffer.alloc(padding(data.length));
+    const raw = looksCompressed(data);
+    const step = singleFrame ? Math.max(data.length, 1) : raw ? Math.min(this.chunkSize, RAW_CHUNK_SIZE) : this.chunkSize;
+    for (let pos = 0; pos < data.length; pos += step) {
+      const end = Math.min(data.length, pos + step);
+      const parts = [data.subarray(pos, end)];
+      if (end === data.length && pad.length) parts.push(pad);
+      if (raw) {
+        const { buffers, size, contentSize } = encodeRawFrame(parts);
+        out.push({ buffers, entry: { compressedSize: size, decompressedSize: contentSize } });
+      } else {
+        const frame = this.compressor.compress(parts);
+        out.push({ buffers: [frame], entry: { compressedSize: frame.length, decompressedSize: end - pos + (end === data.length ? pad.length : 0) } });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Planned regions whose blob never arrived (an image given up under
+   * --continue-on-error) leave holes: move everything after each hole down over
+   * it, so the file is exactly what a layout without those blobs gives.
+   */
+  private async closeHoles(): Promise<void> {
+    const holes = [...this.regions!.values()].filter((r) => r.kind === 'raw' && r.state !== 'done').sort((a, b) => a.fileStart - b.fileStart);
+    if (holes.length === 0) return;
+    await this.flush();
+    const out = this.out!;
+    const end = this.flushed;
+    const move = async (from: number, to: number, length: number): Promise<void> => {
+      const step = 8 * 1024 * 1024;
+      for (let done = 0; done < length; done += step) {
+        const n = Math.min(step, length - done);
+        await out.write([await out.read(n, from + done)], to + done);
+      }
+    };
+    let removedFile = 0;
+    for (let i = 0; i < holes.length; i++) {
+      const h = holes[i]!;
+      removedFile += h.fileSize;
+      const cursor = h.fileStart + h.fileSize;
+      const next = holes[i + 1]?.fileStart ?? end;
+      if (next > cursor) await move(cursor, cursor - removedFile, next - cursor);
+    }
+    const gone = new Set(holes.map((h) => h.member));
+    const tarHoles = holes.map((h) => ({ at: h.tarStart, size: this.frames.slice(h.frameStart, h.frameStart + h.frameCount).reduce((n, f) => n + f.decompressedSize, 0) }));
+    const dropFrames = new Set<number>();
+    for (const h of holes) for (let f = h.frameStart; f < h.frameStart + h.frameCount; f++) dropFrames.add(f);
+    const kept = this.frames.filter((_, i) => !dropFrames.has(i));
+    this.frames.length = 0;
+    this.frames.push(...kept);
+    const keptMembers = this.members.filter((m) => !gone.has(m));
+    this.members.length = 0;
+    for (const m of keptMembers) {
+      const shift = tarHoles.filter((t) => t.at < m.offset).reduce((n, t) => n + t.size, 0);
+      this.members.push({ ...m, offset: m.offset - shift });
+    }
+    this.tarPos -= tarHoles.reduce((n, t) => n + t.size, 0);
+    this.flushed -= removedFile;
+    await out.truncate(this.flushed);
+  }
+
   /** A small member from memory: one header frame, data in chunkSize frames (one frame when `singleFrame`). */
   private async writeBufferMember(name: string, data: Buffer, mediaType: string, singleFrame: boolean): Promise<BundleMember> {
     const start = this.mark();
     try {
       this.emitCompressedFrame(encodeFileHeader(name, data.length, this.created));
       const offset = this.tarPos;
-      const pad = Buffer.alloc(padding(data.length));
-      const raw = looksCompressed(data);
-      const step = singleFrame ? Math.max(data.length, 1) : this.chunkSize;
-      for (let pos = 0; pos < data.length; pos += step) {
-        const end = Math.min(data.length, pos + step);
-        const parts = [data.subarray(pos, end)];
-        if (end === data.length && pad.length) parts.push(pad);
-        this.emitDataFrame(parts, raw);
+      for (const f of this.dataFrames(data, singleFrame)) {
+        for (const b of f.buffers) this.push(b);
+        this.frames.push(f.entry);
+        this.tarPos += f.entry.decompressedSize;
       }
       await this.maybeFlush();
       return this.commit({ path: name, digest: sha256Digest(data), size: data.length, mediaType, offset });
@@ -486,22 +702,47 @@ export class ArchiveWriter implements WritableContentStore {
   }
 }
 
+/** One planned member. */
+interface Region {
+  /** inline: written by layout(); raw: reserved, filled by positional writes; tail: streamed after the planned region. */
+  kind: 'inline' | 'raw' | 'tail';
+  fileStart: number;
+  fileSize: number;
+  /** Tar offset of its header. */
+  tarStart: number;
+  frameStart: number;
+  frameCount: number;
+  member: BundleMember;
+  state: 'pending' | 'done' | 'failed';
+  /** How many puts have asked for it (the first one "wrote" it). */
+  put: number;
+  job?: Promise<void>;
+  dataStart?: number;
+  frameContent?: number;
+  /** Tail members: settled when the one before is; settle() when this one is. */
+  previous?: Promise<void>;
+  settle?: () => void;
+}
+
+export interface LayoutEntry {
+  desc: Descriptor;
+  /** The verified bytes, when already in memory (manifests, small blobs). */
+  bytes?: Buffer;
+}
+
+/**
+ * Media types whose content is compressed already: stored in raw frames,
+ * whose size the descriptor alone fixes. (Whatever the bytes turn out to be,
+ * raw frames are valid; this only decides where compression is tried.)
+ */
+export function isCompressedMediaType(mediaType: string | undefined): boolean {
+  if (!mediaType) return false;
+  return /(?:[+.](?:gzip|zstd|xz|bzip2|lz4)|\.tar\.gz|[+/](?:x-)?gzip)$/i.test(mediaType);
+}
+
 /** `blobs/sha256/<hex>` for a sha256 digest. */
 export function blobPath(digest: string): string {
   return `blobs/sha256/${digestHex(digest)}`;
-}
-
-function sliceBuffers(bufs: Buffer[], skip: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (skip >= b.length) {
-      skip -= b.length;
-      continue;
-    }
-    out.push(skip ? b.subarray(skip) : b);
-    skip = 0;
-  }
-  return out;
 }
 
 async function syncDir(dir: string): Promise<void> {

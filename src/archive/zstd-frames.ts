@@ -93,6 +93,12 @@ function blockHeader(size: number, last: boolean): Buffer {
   return b;
 }
 
+/** Stored size of a raw frame holding `contentSize` bytes (the writer plans regions with it). */
+export function rawFrameSize(contentSize: number): number {
+  const blocks = Math.max(1, Math.ceil(contentSize / MAX_BLOCK_SIZE));
+  return rawFrameHeader(contentSize).length + 3 * blocks + contentSize;
+}
+
 /**
  * Encode `parts` (logically concatenated) as one raw zstd frame. Returns the
  * frame as a list of buffers to write in order; the data buffers are

@@ -87,6 +87,11 @@ export class LeaveOutStore implements WritableContentStore {
     this.description = inner.description;
   }
 
+  /** The writer schedules its own requests once it is laid out. */
+  get schedulesTransfers(): boolean | undefined {
+    return this.inner.schedulesTransfers;
+  }
+
   /** The blobs left out so far, in digest order (deterministic). */
   leftOut(): Descriptor[] {
     return [...this.left.values()].sort((a, b) => a.digest.localeCompare(b.digest));

@@ -2,12 +2,12 @@ import { constants } from 'node:fs';
 import { createReadStream } from 'node:fs';
 import { access, open, stat } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
-import { ArchiveWriter } from '../archive/writer.js';
+import { ArchiveWriter, isCompressedMediaType, type LayoutEntry } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
 import { LeaveOutStore, loadBase } from '../bundle/update.js';
 import { loadConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
-import { CopyEngine, type CopyStats } from '../copy/engine.js';
+import { CopyEngine, type CopyStats, type ImagePlan } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { pullStoreFactory } from '../store/mirrored-store.js';
 import { loadRegistriesConfig } from '../registry/registries-conf.js';
@@ -33,6 +33,7 @@ export interface CreateOptions extends OutputOptions {
   /** Carry cosign signatures, attestations and SBOMs (commander's --no-signatures sets false). */
   signatures: boolean;
   concurrency: number;
+  maxConnectionsPerRegistry: number;
   retries: number;
   level: number;
   srcTlsVerify: boolean;
@@ -64,6 +65,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
   const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
   const base = opts.since ? await loadBase(opts.since) : undefined;
+  const created = creationTime(process.env['SOURCE_DATE_EPOCH']);
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
   const keyWarning = opts.signKey ? await privateKeyPermissionWarning(opts.signKey) : undefined;
   if (keyWarning) progress.warn(keyWarning);
@@ -75,6 +77,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     caFiles: opts.caFile,
     authfile: opts.srcAuthfile ?? opts.authfile,
     concurrency: opts.concurrency,
+    maxConnections: opts.maxConnectionsPerRegistry,
     retries: opts.retries,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
@@ -103,7 +106,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
 
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
-  const opening = ArchiveWriter.create(output, { level: opts.level });
+  const opening = ArchiveWriter.create(output, { level: opts.level, created });
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
     void opening
@@ -121,43 +124,82 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const destination = base ? new LeaveOutStore(writer, base.candidates) : writer;
   const limiter = new Limiter(opts.concurrency);
   const engines = new Map<ContentStore, CopyEngine>();
+  const engineFor = (store: ContentStore): CopyEngine => {
+    let engine = engines.get(store);
+    if (!engine) {
+      engine = new CopyEngine(store, destination, { limiter, progress, inlineBlob: (d) => d.size <= INLINE_BLOB_MAX && !isCompressedMediaType(d.mediaType) });
+      engines.set(store, engine);
+    }
+    return engine;
+  };
   const images: BundleImage[] = [];
+  /** Without --continue-on-error the first failure stops everything; with it, the image is listed as failed. */
+  let firstError: unknown;
+  const giveUp = (src: SourceImage, err: unknown): void => {
+    if (!opts.continueOnError) {
+      firstError ??= err;
+      void writer.abort();
+      return;
+    }
+    failed.push({ source: src.source, error: errorMessage(err) });
+    progress.warn(`skipping ${src.source}: ${errorMessage(err)}`);
+  };
   try {
-    progress.phase('copying images', sources.length);
-    // Images in flight are bounded too (manifest requests are not under the blob limit).
-    let stopped = false; // the first failure stops images not yet started (without --continue-on-error)
+    // 1. Every manifest of every image, in parallel: the whole bundle is known before any layer moves.
+    progress.phase(`reading manifests of ${sources.length} images`, sources.length);
+    const planned: { src: SourceImage; plan: ImagePlan }[] = [];
     await mapLimit(sources, opts.concurrency * 2, async (src) => {
-      if (stopped) return;
-      let engine = engines.get(src.store);
-      if (!engine) {
-        engine = new CopyEngine(src.store, destination, { limiter, progress });
-        engines.set(src.store, engine);
-      }
-      let copied;
+      if (firstError) return;
       try {
-        copied = await engine.copyImage(src.root);
+        planned.push({ src, plan: await engineFor(src.store).planImage(src.root) });
+        progress.item();
       } catch (err) {
-        if (!opts.continueOnError) {
-          stopped = true;
-          throw err;
-        }
-        failed.push({ source: src.source, error: errorMessage(err) });
-        progress.warn(`skipping ${src.source}: ${errorMessage(err)}`);
-        return;
+        giveUp(src, err);
       }
-      images.push({
-        source: src.source,
-        refName: src.refName,
-        digest: copied.desc.digest,
-        mediaType: copied.desc.mediaType,
-        size: copied.desc.size,
-        platforms: copied.platforms,
-        tags: src.tags,
-        origin: src.origin,
-        ...(copied.filteredFrom ? { filteredFrom: copied.filteredFrom } : {}),
-      });
-      progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
     });
+    if (firstError) throw firstError;
+    progress.finishPhase(failed.length === 0);
+    // 2. The layout, fixed by digest order whatever order the bytes arrive in (an update's left-out blobs take no place).
+    const entries: LayoutEntry[] = [];
+    const blobSizes = new Map<string, number>();
+    for (const { plan } of planned) {
+      for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
+      for (const b of plan.blobs) {
+        if (base?.candidates.has(b.digest)) continue;
+        entries.push({ desc: b, bytes: plan.inline.get(b.digest) });
+        blobSizes.set(b.digest, b.size);
+      }
+    }
+    const totalBytes = [...blobSizes.values()].reduce((n, x) => n + x, 0);
+    await writer.layout(entries);
+    entries.length = 0;
+    for (const { plan } of planned) plan.inline.clear();
+    // 3. Every blob of every image at once, under --concurrency slots (a large blob takes several).
+    progress.phase('copying images', planned.length, totalBytes);
+    await Promise.all(
+      planned.map(async ({ src, plan }) => {
+        let copied;
+        try {
+          copied = await engineFor(src.store).copyPlanned(plan);
+        } catch (err) {
+          giveUp(src, err);
+          return;
+        }
+        images.push({
+          source: src.source,
+          refName: src.refName,
+          digest: copied.desc.digest,
+          mediaType: copied.desc.mediaType,
+          size: copied.desc.size,
+          platforms: copied.platforms,
+          tags: src.tags,
+          origin: src.origin,
+          ...(copied.filteredFrom ? { filteredFrom: copied.filteredFrom } : {}),
+        });
+        progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
+      }),
+    );
+    if (firstError) throw firstError;
     progress.finishPhase(failed.length === 0);
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));
@@ -218,6 +260,16 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     await writer.abort();
     throw err;
   }
+}
+
+/** Blobs up to this size whose media type does not say compressed are read while planning and compressed in memory. */
+const INLINE_BLOB_MAX = 1024 * 1024;
+
+/** The bundle's creation time: SOURCE_DATE_EPOCH (reproducible builds) when set, else now. */
+function creationTime(epoch: string | undefined): Date {
+  if (epoch === undefined || epoch === '') return new Date();
+  if (!/^\d+$/.test(epoch.trim())) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, not "${epoch}"`);
+  return new Date(Number(epoch.trim()) * 1000);
 }
 
 /** The executable --include-tool names, checked before anything is downloaded. */

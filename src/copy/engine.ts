@@ -1,9 +1,9 @@
 import { MediaType } from '../oci/media-types.js';
 import { keptPlatformManifests, parseManifest } from '../oci/manifest.js';
 import { platformString, type Descriptor } from '../oci/types.js';
-import type { ContentStore, PutResult, WritableContentStore } from '../store/store.js';
+import type { ByteRange, ContentStore, PutResult, RangeResult, WritableContentStore } from '../store/store.js';
 import { sha256Digest, verified, verifyBuffer } from '../util/digest.js';
-import { BundleError, DigestMismatchError, errorMessage } from '../util/errors.js';
+import { BundleError } from '../util/errors.js';
 import type { Progress } from '../util/progress.js';
 import { Limiter } from './limit.js';
 
@@ -41,8 +41,6 @@ export interface CopyStats {
 export interface CopyEngineOptions {
   concurrency?: number;
   progress?: Progress;
-  /** Extra attempts for a blob whose source stream broke off (not for digest mismatches). */
-  retries?: number;
   /** Share one limit on concurrent transfers between engines. */
   limiter?: Limiter;
   /**
@@ -51,15 +49,29 @@ export interface CopyEngineOptions {
    * there, so nothing below it needs checking. For registry destinations.
    */
   skipPresent?: boolean;
+  /** Blobs to read into memory while planning (small ones the destination compresses in memory). */
+  inlineBlob?: (desc: Descriptor) => boolean;
 }
 
-const TRANSIENT = /ECONNRESET|EPIPE|ETIMEDOUT|UND_ERR_SOCKET|UND_ERR_BODY_TIMEOUT|terminated|aborted|other side closed/i;
+/** What planImage found: everything copyPlanned will store. */
+export interface ImagePlan {
+  root: CopyRoot;
+  result: CopiedImage;
+  /** Manifests; depth 0 is the top (tagged), deeper ones are listed by shallower ones. */
+  manifests: { desc: Descriptor; bytes: Buffer; depth: number }[];
+  /** Every blob of the image, once. */
+  blobs: Descriptor[];
+  /** Blobs read while planning (verified), by digest. */
+  inline: Map<string, Buffer>;
+}
 
 /**
  * The one copy engine: walks the graph of an image from a source store and
  * writes it into a destination store, children before the manifests that need
  * them, each blob once per destination repository, every byte verified against
- * its digest on the way, with bounded concurrency and retries.
+ * its digest on the way, with bounded concurrency. Retries are the stores'
+ * business (a registry's one retry policy); a store that retries a blob calls
+ * `open` again.
  */
 export class CopyEngine {
   readonly stats: CopyStats = { blobsWritten: 0, blobsSkipped: 0, blobsMounted: 0, bytesWritten: 0, manifestsWritten: 0, imagesSkipped: 0 };
@@ -67,11 +79,11 @@ export class CopyEngine {
   private readonly blobs = new Map<string, Promise<PutResult>>();
   private readonly firstTransfer = new Map<string, Promise<PutResult>>();
   private readonly manifests = new Map<string, Promise<void>>();
-  /** Repositories of the destination known to hold a digest (for cross-repository mounts). */
-  private readonly holders = new Map<string, Set<string>>();
+  private readonly fetched = new Map<string, Promise<Buffer>>();
   /** Bytes reported to progress per digest: each digest counts once, however many repositories get it. */
   private readonly credited = new Map<string, number>();
-  private readonly retries: number;
+  /** Repositories of the destination known to hold a digest (for cross-repository mounts). */
+  private readonly holders = new Map<string, Set<string>>();
 
   constructor(
     private readonly src: ContentStore,
@@ -79,7 +91,6 @@ export class CopyEngine {
     private readonly opts: CopyEngineOptions = {},
   ) {
     this.limiter = opts.limiter ?? new Limiter(opts.concurrency ?? 4);
-    this.retries = opts.retries ?? 2;
   }
 
   /** Record that a destination repository already holds a blob, so others can mount it from there. */
@@ -95,98 +106,75 @@ export class CopyEngine {
       this.opts.progress?.item();
       return { desc: root.desc, platforms: [] };
     }
+    return this.copyPlanned(await this.planImage(root));
+  }
+
+  /**
+   * Everything an image needs, without writing anything: its manifests
+   * (fetched and verified; a subset index when platforms are filtered), every
+   * blob's descriptor, and the bytes of the blobs `inlineBlob` asks for.
+   */
+  async planImage(root: CopyRoot): Promise<ImagePlan> {
     const top = await this.fetchVerified(root.srcRepo, root.desc, root.label);
     const parsed = parseManifest(top, root.desc.mediaType, root.label);
+    const plan: ImagePlan = { root, result: { desc: root.desc, platforms: [] }, manifests: [], blobs: [], inline: new Map() };
     const wanted = keptPlatformManifests(parsed, root.platforms);
     // Platforms that pick every entry of the index keep the index as it is.
     if (!wanted || !root.platforms) {
-      await this.copyTree(root.srcRepo, root.dstRepo, root.desc, top, root.label, root.tags);
-      const platforms = parsed.isIndex
+      await this.planTree(plan, root.srcRepo, root.desc, top, root.label, 0);
+      plan.result.platforms = parsed.isIndex
         ? parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p)
-        : await this.platformOf(root.srcRepo, parsed.blobs[0], root.label);
-      this.opts.progress?.item();
-      return { desc: root.desc, platforms };
-    }
-    if (wanted.length === 0) {
+        : await this.platformOf(plan, root.srcRepo, parsed.blobs[0], root.label);
+    } else if (wanted.length === 0) {
       const have = parsed.manifests.map((m) => platformString(m.platform)).filter(Boolean).join(', ');
       throw new BundleError(`${root.label}: no platform ${root.platforms.join(', ')} in the index (it has ${have || 'none'})`);
-    }
-    const platforms = wanted.map((m) => platformString(m.platform)!);
-    if (wanted.length === 1) {
-      const only = wanted[0]!;
-      const bytes = await this.fetchVerified(root.srcRepo, only, `${root.label} (${platforms[0]})`);
-      await this.copyTree(root.srcRepo, root.dstRepo, only, bytes, root.label, root.tags);
-      this.opts.progress?.item();
-      return { desc: only, platforms, filteredFrom: root.desc.digest };
-    }
-    // Several platforms of many: a new index lists exactly those; every manifest it names keeps its bytes.
-    await settleAll(wanted.map((m) => this.copyChild(root.srcRepo, root.dstRepo, m, root.label)));
-    const subset = Buffer.from(
-      JSON.stringify({ schemaVersion: 2, mediaType: parsed.mediaType, manifests: wanted }, null, 2) + '\n',
-    );
-    const desc: Descriptor = { mediaType: parsed.mediaType, digest: sha256Digest(subset), size: subset.length };
-    if ((await this.dst.putManifest(root.dstRepo, desc, subset, root.tags)) === 'written') this.stats.manifestsWritten++;
-    this.credit(desc.digest, subset.length, subset.length);
-    this.opts.progress?.item();
-    return { desc, platforms, filteredFrom: root.desc.digest };
-  }
-
-  private async presentAtDestination(root: CopyRoot): Promise<boolean> {
-    const found = await Promise.all(
-      root.tags.map((t) =>
-        this.dst.resolve(root.dstRepo, t).then(
-          (d) => d.digest === root.desc.digest,
-          () => false,
-        ),
-      ),
-    );
-    return found.every(Boolean);
-  }
-
-  private async platformOf(repo: string, config: Descriptor | undefined, label: string): Promise<string[]> {
-    if (!config || (config.mediaType !== MediaType.OciConfig && config.mediaType !== MediaType.DockerConfig)) return [];
-    if (config.size > 4 << 20) return [];
-    const stream = await this.src.openBlob(repo, config);
-    const chunks: Buffer[] = [];
-    for await (const c of verified(stream, config.digest, config.size, `${label} config`)) chunks.push(c as Buffer);
-    try {
-      const cfg = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { os?: string; architecture?: string; variant?: string };
-      if (cfg.os && cfg.architecture) return [`${cfg.os}/${cfg.architecture}${cfg.variant ? `/${cfg.variant}` : ''}`];
-    } catch {
-      /* not JSON: no platform to report */
-    }
-    return [];
-  }
-
-  private async fetchVerified(repo: string, desc: Descriptor, label: string): Promise<Buffer> {
-    const m = await this.src.fetchManifest(repo, desc);
-    verifyBuffer(m.bytes, desc.digest, desc.size, `manifest ${desc.digest} of ${label}`);
-    return m.bytes;
-  }
-
-  private copyChild(srcRepo: string, dstRepo: string, desc: Descriptor, label: string): Promise<void> {
-    const key = `${dstRepo}|${desc.digest}`;
-    let p = this.manifests.get(key);
-    if (!p) {
-      p = (async () => {
-        const bytes = await this.fetchVerified(srcRepo, desc, label);
-        await this.copyTree(srcRepo, dstRepo, desc, bytes, label, []);
-      })();
-      this.manifests.set(key, p);
-    }
-    return p;
-  }
-
-  /** Children first, then the manifest itself. */
-  private async copyTree(srcRepo: string, dstRepo: string, desc: Descriptor, bytes: Buffer, label: string, tags: string[]): Promise<void> {
-    const parsed = parseManifest(bytes, desc.mediaType, label);
-    const mediaType = parsed.mediaType;
-    if (parsed.isIndex) {
-      await settleAll(parsed.manifests.map((m) => this.copyChild(srcRepo, dstRepo, m, label)));
     } else {
-      await settleAll(parsed.blobs.map((b) => this.copyBlob(srcRepo, dstRepo, b, label)));
+      const platforms = wanted.map((m) => platformString(m.platform)!);
+      plan.result = { desc: root.desc, platforms, filteredFrom: root.desc.digest };
+      if (wanted.length === 1) {
+        const only = wanted[0]!;
+        const bytes = await this.fetchVerified(root.srcRepo, only, `${root.label} (${platforms[0]})`);
+        await this.planTree(plan, root.srcRepo, only, bytes, root.label, 0);
+        plan.result.desc = only;
+      } else {
+        // Several platforms of many: a new index lists exactly those; every manifest it names keeps its bytes.
+        await settleAll(wanted.map(async (m) => this.planTree(plan, root.srcRepo, m, await this.fetchVerified(root.srcRepo, m, root.label), root.label, 1)));
+        const subset = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: parsed.mediaType, manifests: wanted }, null, 2) + '\n');
+        const desc: Descriptor = { mediaType: parsed.mediaType, digest: sha256Digest(subset), size: subset.length };
+        plan.manifests.push({ desc, bytes: subset, depth: 0 });
+        plan.result.desc = desc;
+      }
     }
-    if ((await this.dst.putManifest(dstRepo, { ...desc, mediaType }, bytes, tags)) === 'written') this.stats.manifestsWritten++;
+    // Blobs the destination wants in memory (small configs and the like), read now.
+    const inline = this.opts.inlineBlob;
+    if (inline) {
+      await settleAll(
+        plan.blobs
+          .filter((b) => inline(b) && !plan.inline.has(b.digest))
+          .map(async (b) => plan.inline.set(b.digest, await this.limiter.run(() => this.readBlob(root.srcRepo, b, root.label)))),
+      );
+    }
+    return plan;
+  }
+
+  /** Store what planImage found: blobs first, then manifests, every one after those it lists; the top one gets the tags. */
+  async copyPlanned(plan: ImagePlan): Promise<CopiedImage> {
+    const { root } = plan;
+    await settleAll(plan.blobs.map((b) => this.copyBlob(root.srcRepo, root.dstRepo, b, root.label)));
+    const depths = [...new Set(plan.manifests.map((m) => m.depth))].sort((a, b) => b - a);
+    for (const depth of depths) {
+      await settleAll(
+        plan.manifests
+          .filter((m) => m.depth === depth)
+          .map((m) => (depth === 0 ? this.putManifest(root.dstRepo, m.desc, m.bytes, root.tags) : this.putChild(root.dstRepo, m.desc, m.bytes))),
+      );
+    }
+    this.opts.progress?.item();
+    return plan.result;
+  }
+
+  private async putManifest(dstRepo: string, desc: Descriptor, bytes: Buffer, tags: string[]): Promise<void> {
+    if ((await this.dst.putManifest(dstRepo, desc, bytes, tags)) === 'written') this.stats.manifestsWritten++;
     this.credit(desc.digest, bytes.length, bytes.length);
   }
 
@@ -203,6 +191,80 @@ export class CopyEngine {
     return now - had;
   }
 
+  /** A manifest listed by an index: stored once per destination repository. */
+  private putChild(dstRepo: string, desc: Descriptor, bytes: Buffer): Promise<void> {
+    const key = `${dstRepo}|${desc.digest}`;
+    let p = this.manifests.get(key);
+    if (!p) {
+      p = this.putManifest(dstRepo, desc, bytes, []);
+      this.manifests.set(key, p);
+    }
+    return p;
+  }
+
+  private async presentAtDestination(root: CopyRoot): Promise<boolean> {
+    const found = await Promise.all(
+      root.tags.map((t) =>
+        this.dst.resolve(root.dstRepo, t).then(
+          (d) => d.digest === root.desc.digest,
+          () => false,
+        ),
+      ),
+    );
+    return found.every(Boolean);
+  }
+
+  private async platformOf(plan: ImagePlan, repo: string, config: Descriptor | undefined, label: string): Promise<string[]> {
+    if (!config || (config.mediaType !== MediaType.OciConfig && config.mediaType !== MediaType.DockerConfig)) return [];
+    if (config.size > 4 << 20) return [];
+    let bytes = plan.inline.get(config.digest);
+    if (!bytes) {
+      bytes = await this.limiter.run(() => this.readBlob(repo, config, `${label} config`));
+      if (this.opts.inlineBlob?.(config)) plan.inline.set(config.digest, bytes);
+    }
+    try {
+      const cfg = JSON.parse(bytes.toString('utf8')) as { os?: string; architecture?: string; variant?: string };
+      if (cfg.os && cfg.architecture) return [`${cfg.os}/${cfg.architecture}${cfg.variant ? `/${cfg.variant}` : ''}`];
+    } catch {
+      /* not JSON: no platform to report */
+    }
+    return [];
+  }
+
+  /** A (small) blob's bytes, verified. */
+  private async readBlob(repo: string, desc: Descriptor, label: string): Promise<Buffer> {
+    const stream = await this.src.openBlob(repo, desc);
+    const chunks: Buffer[] = [];
+    for await (const c of verified(stream, desc.digest, desc.size, `blob ${desc.digest} of ${label}`)) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  private fetchVerified(repo: string, desc: Descriptor, label: string): Promise<Buffer> {
+    // Manifests shared by several images (platform manifests of an index) are fetched once.
+    let p = this.fetched.get(desc.digest);
+    if (!p) {
+      p = (async () => {
+        const m = await this.src.fetchManifest(repo, desc);
+        verifyBuffer(m.bytes, desc.digest, desc.size, `manifest ${desc.digest} of ${label}`);
+        return m.bytes;
+      })();
+      p.catch(() => this.fetched.delete(desc.digest));
+      this.fetched.set(desc.digest, p);
+    }
+    return p;
+  }
+
+  /** A manifest and everything below it, into the plan (manifests listed after their children). */
+  private async planTree(plan: ImagePlan, srcRepo: string, desc: Descriptor, bytes: Buffer, label: string, depth: number): Promise<void> {
+    const parsed = parseManifest(bytes, desc.mediaType, label);
+    if (parsed.isIndex) {
+      await settleAll(parsed.manifests.map(async (m) => this.planTree(plan, srcRepo, m, await this.fetchVerified(srcRepo, m, label), label, depth + 1)));
+    } else {
+      for (const b of parsed.blobs) if (!plan.blobs.some((x) => x.digest === b.digest)) plan.blobs.push(b);
+    }
+    if (!plan.manifests.some((m) => m.desc.digest === desc.digest)) plan.manifests.push({ desc: { ...desc, mediaType: parsed.mediaType }, bytes, depth });
+  }
+
   copyBlob(srcRepo: string, dstRepo: string, desc: Descriptor, label: string): Promise<PutResult> {
     const key = `${dstRepo}|${desc.digest}`;
     let p = this.blobs.get(key);
@@ -211,6 +273,8 @@ export class CopyEngine {
       const first = this.firstTransfer.get(desc.digest);
       p = (async () => {
         if (first) await first.catch(() => undefined);
+        // A destination that schedules its own requests takes the slots one request at a time.
+        if (this.dst.schedulesTransfers) return this.transferBlob(srcRepo, dstRepo, desc, label);
         return this.limiter.run(() => this.transferBlob(srcRepo, dstRepo, desc, label));
       })();
       this.blobs.set(key, p);
@@ -219,36 +283,52 @@ export class CopyEngine {
     return p;
   }
 
+  /** Whether the source has answered a range request with a part (206). */
+  private rangesServed = false;
+
+  private async openRange(repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult> {
+    const r = await this.src.openBlobRange!(repo, desc, range);
+    if (!r.whole) this.rangesServed = true;
+    return r;
+  }
+
   private async transferBlob(srcRepo: string, dstRepo: string, desc: Descriptor, label: string): Promise<PutResult> {
     const holders = this.holders.get(desc.digest) ?? new Set<string>();
     this.holders.set(desc.digest, holders);
     const mountFrom = [...holders].filter((r) => r !== dstRepo);
     const what = `blob ${desc.digest} of ${label}`;
-    for (let attempt = 0; ; attempt++) {
-      let sent = 0;
-      try {
-        const result = await this.dst.putBlob(
-          dstRepo,
-          desc,
-          async () =>
-            verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, (n) => {
-              sent += this.credit(desc.digest, desc.size, n);
-            }),
-          { mountFrom },
-        );
-        holders.add(dstRepo);
-        if (result === 'written') {
-          this.stats.blobsWritten++;
-          this.stats.bytesWritten += desc.size;
-        } else if (result === 'mounted') this.stats.blobsMounted++;
-        else this.stats.blobsSkipped++;
-        if (result !== 'written') this.credit(desc.digest, desc.size, desc.size);
-        return result;
-      } catch (err) {
-        this.credit(desc.digest, desc.size, -sent);
-        if (err instanceof DigestMismatchError || attempt >= this.retries || !TRANSIENT.test(errorMessage(err))) throw err;
-        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
-      }
+    let sent = 0;
+    const progress = (n: number): void => {
+      sent += this.credit(desc.digest, desc.size, n);
+    };
+    try {
+      const result = await this.dst.putBlob(
+        dstRepo,
+        desc,
+        async () => {
+          // A store retrying the blob opens it again: its progress starts over.
+          if (sent) this.credit(desc.digest, desc.size, -sent);
+          sent = 0;
+          return verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, progress);
+        },
+        {
+          mountFrom,
+          slots: this.limiter,
+          onBytes: progress,
+          ...(this.src.openBlobRange ? { openRange: (range: ByteRange) => this.openRange(srcRepo, desc, range), rangesServed: this.rangesServed } : {}),
+        },
+      );
+      holders.add(dstRepo);
+      if (result === 'written') {
+        this.stats.blobsWritten++;
+        this.stats.bytesWritten += desc.size;
+      } else if (result === 'mounted') this.stats.blobsMounted++;
+      else this.stats.blobsSkipped++;
+      if (result !== 'written') this.credit(desc.digest, desc.size, desc.size);
+      return result;
+    } catch (err) {
+      this.credit(desc.digest, desc.size, -sent);
+      throw err;
     }
   }
 }

@@ -100,6 +100,13 @@ export class Authenticator {
     private readonly credentialsFor: CredentialSource,
     /** Where credentials were looked for, for the hint when none were found. */
     private readonly credentialHint = 'use --authfile or podman login',
+    /**
+     * Whether credentials may go to a plain-HTTP token realm: only when the
+     * registry itself is reached over plain HTTP by permission, or insecure
+     * transport was allowed for it. Otherwise they would cross the network in
+     * clear though the registry is on https.
+     */
+    private readonly plainRealmAllowed: () => boolean = () => false,
   ) {}
 
   /** The Authorization header value to send for a request needing `scopes`, if any is known. */
@@ -196,6 +203,12 @@ export class Authenticator {
   private async fetchToken(scopes: string[], repo: string | undefined): Promise<CachedToken> {
     const realm = this.realm!;
     const creds = this.credentialsFor(repo);
+    if (creds && realm.protocol === 'http:' && !this.plainRealmAllowed()) {
+      throw new RegistryAuthError(
+        `${this.host} sends its token requests to ${realm.host} over plain HTTP (http://${realm.host}${realm.pathname}): refusing to send credentials there in clear`,
+        'the registry is reached over https; fix its token realm, or allow insecure transport for it (--src-tls-verify=false / --dest-tls-verify=false)',
+      );
+    }
     const url = new URL(realm.href);
     let res;
     const method = creds?.kind === 'identityToken' ? 'POST' : 'GET';

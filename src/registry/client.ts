@@ -3,15 +3,16 @@
  */
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { apiHost, DOCKER_HUB } from '../oci/reference.js';
 import { isManifestMediaType, MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { BundleError, DigestMismatchError } from '../util/errors.js';
 import { Authenticator, CATALOG_SCOPE, repositoryScope } from './auth.js';
 import { findCredentials, type Credentials } from './authfile.js';
-import { describeRequest, parseRegistryErrors, RegistryHttpError } from './errors.js';
-import { DEFAULT_RETRY, errorCode, header, HttpTransport, readBody, readErrorText, type HttpResponse } from './http.js';
+import { describeRequest, parseRegistryErrors, RegistryHttpError, RegistryNetworkError } from './errors.js';
+import { header, HttpTransport, networkDetail, readBody, readErrorText, type HttpResponse } from './http.js';
+import { errorCode, parseRetryAfter, RetryPolicy, type Attempts } from './retry.js';
 import { createAgent, loadTlsMaterial, schemesFor } from './tls.js';
 import type { RegistryOptions } from './options.js';
 
@@ -34,8 +35,14 @@ interface SendOptions {
   body?: Buffer | string | Readable;
   /** Follow redirects (GET/HEAD only); cross-origin hops carry no Authorization. */
   follow?: boolean;
+  /** False: one attempt (probes, best-effort cleanup). */
   retries?: boolean;
+  /** The request's attempt budget, when a caller may try it again (resuming, re-opening a source). */
+  attempts?: Attempts;
 }
+
+/** Where a blob's bytes come from for an upload: a stream (sent once), or a way to open it again for each attempt. */
+export type BlobSource = Readable | (() => Promise<Readable>);
 
 const TLS_CERT_CODES = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
@@ -77,10 +84,14 @@ export class RegistryClient {
   /** host[:port] actually contacted. */
   readonly host: string;
   readonly chunkSize?: number;
+  /** The one retry policy of every request to this registry (`--retries`). */
+  readonly retry: RetryPolicy;
   private readonly transport: HttpTransport;
   private readonly auth: Authenticator;
   private readonly schemes: Array<'https' | 'http'>;
   private originPromise?: Promise<URL>;
+  /** The origin in use, once detected. */
+  private resolvedOrigin?: URL;
   private readonly credCache = new Map<string, Credentials | undefined>();
 
   constructor(registry: string, private readonly opts: RegistryOptions = {}) {
@@ -88,19 +99,27 @@ export class RegistryClient {
     this.host = apiHost(this.registry);
     this.chunkSize = opts.chunkSize;
     const material = loadTlsMaterial(this.host, opts);
+    this.retry = new RetryPolicy({
+      ...(opts.retries !== undefined ? { attempts: opts.retries } : {}),
+      ...(opts.retryDelayMs !== undefined ? { baseDelayMs: opts.retryDelayMs } : {}),
+    });
     this.transport = new HttpTransport(
-      // Sockets are not capped by opts.concurrency: open blob streams waiting on
-      // each other could otherwise starve the requests that would free them.
-      createAgent(material),
-      {
-        ...DEFAULT_RETRY,
-        attempts: opts.retries ?? DEFAULT_RETRY.attempts,
-        baseDelayMs: opts.retryDelayMs ?? DEFAULT_RETRY.baseDelayMs,
-      },
+      // Connections per registry are capped only when asked (create's
+      // --max-connections-per-registry), by callers that never hold a response
+      // open while waiting for another request.
+      createAgent(material, opts.maxConnections),
+      this.retry,
       opts.userAgent ?? 'bundle',
     );
     this.schemes = schemesFor(this.host, opts);
-    this.auth = new Authenticator(this.registry, this.transport, (repo) => this.credentialsFor(repo));
+    this.auth = new Authenticator(
+      this.registry,
+      this.transport,
+      (repo) => this.credentialsFor(repo),
+      undefined,
+      // Plain HTTP to the registry is itself only ever by permission (loopback, or TLS verification off).
+      () => opts.tlsVerify === false || this.resolvedOrigin?.protocol === 'http:',
+    );
   }
 
   private credentialsFor(repo: string | undefined): Credentials | undefined {
@@ -116,9 +135,14 @@ export class RegistryClient {
   private origin(): Promise<URL> {
     if (!this.originPromise) {
       this.originPromise = this.detectOrigin();
-      this.originPromise.catch(() => {
-        this.originPromise = undefined;
-      });
+      this.originPromise.then(
+        (o) => {
+          this.resolvedOrigin = o;
+        },
+        () => {
+          this.originPromise = undefined;
+        },
+      );
     }
     return this.originPromise;
   }
@@ -154,11 +178,12 @@ export class RegistryClient {
     let authz = url.origin === origin.origin ? await this.auth.authorization(o.scopes, o.repo) : undefined;
     let afterAuth = false;
     let redirects = 0;
+    const attempts = o.attempts ?? this.retry.begin();
     for (;;) {
       const sameOrigin = url.origin === origin.origin;
       const headers: Record<string, string> = { ...o.headers };
       if (authz && sameOrigin) headers['authorization'] = authz;
-      const res = await this.transport.request({ method, url, headers, body: o.body }, { retries: o.retries });
+      const res = await this.transport.request({ method, url, headers, body: o.body }, { retries: o.retries, attempts });
       if (res.status === 401 && sameOrigin) {
         const www = header(res, 'www-authenticate');
         await res.body.dump().catch(() => undefined);
@@ -168,6 +193,7 @@ export class RegistryClient {
         }
         authz = await this.auth.onUnauthorized(www, o.scopes, o.repo, afterAuth);
         afterAuth = true;
+        attempts.uncount(); // answering the challenge is not a retry
         continue;
       }
       if (o.follow && [301, 302, 303, 307, 308].includes(res.status)) {
@@ -176,6 +202,7 @@ export class RegistryClient {
         if (!loc) throw new RegistryHttpError(describeRequest(method, url), res.status, [], res.attempts, 'redirect without a Location');
         if (++redirects > 5) throw new BundleError(`${describeRequest(method, url)} failed: too many redirects`);
         url = new URL(loc, url);
+        attempts.uncount(); // following a redirect is not a retry
         continue;
       }
       return res;
@@ -185,7 +212,9 @@ export class RegistryClient {
   private async fail(method: string, res: HttpResponse, hint?: string): Promise<never> {
     const text = method === 'HEAD' ? '' : await readErrorText(res);
     if (method === 'HEAD') await res.body.dump().catch(() => undefined);
-    throw new RegistryHttpError(describeRequest(method, res.url), res.status, parseRegistryErrors(text), res.attempts, hint);
+    const err = new RegistryHttpError(describeRequest(method, res.url), res.status, parseRegistryErrors(text), res.attempts, hint);
+    err.retryAfterMs = parseRetryAfter(header(res, 'retry-after'));
+    throw err;
   }
 
   private repoPath(repo: string, rest: string): string {
@@ -296,16 +325,90 @@ export class RegistryClient {
     return Number.isFinite(size) ? size : 0;
   }
 
-  /** The raw, unverified bytes of a blob (redirects to storage followed without our credentials). */
+  /**
+   * The raw, unverified bytes of a blob (redirects to storage followed without
+   * our credentials). A download that breaks off is resumed where it stopped
+   * (a Range request; a server that ignores Range is read past what we have),
+   * each resumption one more attempt of the request.
+   */
   async getBlob(repo: string, digest: string): Promise<Readable> {
+    const attempts = this.retry.begin();
+    const first = await this.openBlobAt(repo, digest, 0, attempts);
+    return Readable.from(this.resumingBody(repo, digest, first, attempts), { objectMode: false });
+  }
+
+  /** GET a blob from byte `offset` (to `end`, exclusive, when given): 206 for that range, or 200 for the whole blob. */
+  private async openBlobAt(repo: string, digest: string, offset: number, attempts: Attempts, end?: number): Promise<HttpResponse> {
+    const range = end !== undefined ? `bytes=${offset}-${end - 1}` : offset > 0 ? `bytes=${offset}-` : undefined;
     const res = await this.send('GET', this.repoPath(repo, `blobs/${digest}`), {
       scopes: [repositoryScope(repo, 'pull')],
       repo,
       follow: true,
+      attempts,
+      headers: range ? { range } : undefined,
     });
     if (res.status === 404) await this.fail('GET', res, `blob ${digest} not found in ${this.registry}/${repo}`);
+    if (res.status === 206 && range) {
+      const m = /^bytes (\d+)-(\d+)/.exec(header(res, 'content-range') ?? '');
+      if (m && Number(m[1]) === offset && (end === undefined || Number(m[2]) === end - 1)) return res;
+      res.body.destroy();
+      throw new BundleError(`${describeRequest('GET', res.url)}: asked for ${range}, the registry answered ${header(res, 'content-range') ?? 'without a Content-Range'}`);
+    }
     if (res.status !== 200) await this.fail('GET', res);
-    return res.body;
+    return res;
+  }
+
+  /**
+   * The bytes from `start` (to `end`, exclusive, when given) of a blob, from a
+   * first answer on; a break is resumed with a Range request where it stopped,
+   * each resumption one more attempt of the request.
+   */
+  private async *resumingBody(repo: string, digest: string, first: HttpResponse, attempts: Attempts, start = 0, end?: number): AsyncGenerator<Buffer> {
+    let res = first;
+    let offset = start;
+    for (;;) {
+      // A 200 to a Range request starts from byte 0: skip what is not wanted or was already passed on.
+      let skip = res.status === 200 ? offset : 0;
+      try {
+        for await (const c of res.body) {
+          let chunk = c as Buffer;
+          if (skip > 0) {
+            const n = Math.min(skip, chunk.length);
+            skip -= n;
+            chunk = chunk.subarray(n);
+            if (chunk.length === 0) continue;
+          }
+          if (end !== undefined && offset + chunk.length >= end) {
+            if (end > offset) yield chunk.subarray(0, end - offset);
+            offset = end;
+            res.body.destroy();
+            return;
+          }
+          offset += chunk.length;
+          yield chunk;
+        }
+        return;
+      } catch (err) {
+        const failure = new RegistryNetworkError(describeRequest('GET', res.url), errorCode(err), networkDetail(err), attempts.count);
+        if (!attempts.canRetry(failure)) throw failure;
+      }
+      res = await this.openBlobAt(repo, digest, offset, attempts, end);
+    }
+  }
+
+  /**
+   * Bytes [start, end) of a blob (a `Range` request), resumed where it stopped
+   * when it breaks off, like getBlob, within the same attempts. `whole` is true
+   * when a request for the blob's start was answered with the whole blob (the
+   * registry ignores Range): the stream then carries all of it. A later part
+   * answered whole is cut to the part.
+   */
+  async getBlobRange(repo: string, digest: string, start: number, end: number): Promise<{ body: Readable; whole: boolean }> {
+    const attempts = this.retry.begin();
+    const first = await this.openBlobAt(repo, digest, start, attempts, end);
+    const whole = first.status === 200 && start === 0;
+    const body = this.resumingBody(repo, digest, first, attempts, start, whole ? undefined : end);
+    return { body: Readable.from(body, { objectMode: false }), whole };
   }
 
   private pushScopes(repo: string, fromRepo?: string): string[] {
@@ -366,11 +469,70 @@ export class RegistryClient {
   }
 
   /**
-   * Upload a blob from a stream: monolithic (one PUT with Content-Length), or in
-   * PATCH chunks of `chunkSize` when the blob is larger than that. Never
-   * commits when `body` errors; the upload session is then cancelled.
+   * Upload a blob: monolithic (one PUT with Content-Length), or in PATCH chunks
+   * of `chunkSize` when the blob is larger than that. Never commits when the
+   * source stream errors; the upload session is then cancelled. A monolithic
+   * PUT that fails in a way worth retrying is started over from a re-opened
+   * source when `source` can be opened again, each time one more attempt of
+   * that PUT (chunks are Buffers: the transport replays them itself).
    */
-  async uploadBlob(repo: string, digest: string, size: number, body: Readable, opts: { chunkSize?: number } = {}): Promise<void> {
+  async uploadBlob(repo: string, digest: string, size: number, source: BlobSource, opts: { chunkSize?: number } = {}): Promise<void> {
+    const chunkSize = opts.chunkSize ?? this.chunkSize;
+    if (chunkSize && chunkSize > 0 && size > chunkSize) {
+      await this.uploadChunked(repo, digest, typeof source === 'function' ? await source() : source, chunkSize);
+      return;
+    }
+    const attempts = this.retry.begin();
+    let reauthorised = false;
+    for (;;) {
+      await attempts.ready();
+      const location = await this.startUpload(repo);
+      let body: Readable;
+      try {
+        body = typeof source === 'function' ? await source() : source;
+      } catch (err) {
+        await this.cancelUpload(repo, location);
+        throw err;
+      }
+      const failure = await this.putStream(repo, location, digest, body, size, attempts);
+      if (!failure) return;
+      await this.cancelUpload(repo, location);
+      if (failure.fromSource || typeof source !== 'function') throw failure.error;
+      // A token that expired mid-upload was dropped: one more try with a fresh one, not counted as a retry.
+      if (failure.error instanceof RegistryHttpError && failure.error.status === 401 && !reauthorised) {
+        reauthorised = true;
+        attempts.uncount();
+        continue;
+      }
+      if (!attempts.canRetry(failure.error)) throw failure.error;
+      if (failure.error instanceof RegistryHttpError) attempts.retryAfter(failure.error.retryAfterMs);
+    }
+  }
+
+  /** One monolithic PUT of `body`, its last piece held back until the source ends cleanly. */
+  private async putStream(repo: string, location: URL, digest: string, body: Readable, size: number, attempts: Attempts): Promise<{ error: unknown; fromSource: boolean } | undefined> {
+    let sourceError: unknown;
+    body.on('error', (err) => {
+      sourceError ??= err;
+    });
+    const held = new HoldBackLast();
+    // Errors of the source are recorded by the listener above; the rest surface through the PUT.
+    const piping = pipeline(body, held).catch(() => undefined);
+    let putError: unknown;
+    try {
+      await this.finishUpload(repo, location, digest, held, size, attempts);
+    } catch (err) {
+      putError = err;
+      held.destroy();
+    }
+    await piping;
+    if (!body.destroyed && (sourceError || putError)) body.destroy();
+    if (sourceError) return { error: sourceError, fromSource: true };
+    if (putError) return { error: putError, fromSource: false };
+    return undefined;
+  }
+
+  private async uploadChunked(repo: string, digest: string, body: Readable, chunkSize: number): Promise<void> {
     let sourceError: unknown;
     body.on('error', (err) => {
       sourceError ??= err;
@@ -378,24 +540,8 @@ export class RegistryClient {
     let location: URL | undefined;
     try {
       location = await this.startUpload(repo);
-      const chunkSize = opts.chunkSize ?? this.chunkSize;
-      if (chunkSize && chunkSize > 0 && size > chunkSize) {
-        location = await this.uploadChunks(repo, location, body, chunkSize);
-        await this.finishUpload(repo, location, digest, Buffer.alloc(0), 0);
-      } else {
-        const held = new HoldBackLast();
-        // Errors of the source are recorded by the listener above; the rest surface through the PUT.
-        const piping = pipeline(body, held).catch(() => undefined);
-        try {
-          await this.finishUpload(repo, location, digest, held, size);
-        } catch (err) {
-          held.destroy();
-          await piping;
-          throw err;
-        }
-        await piping;
-        if (sourceError) throw sourceError;
-      }
+      location = await this.uploadChunks(repo, location, body, chunkSize);
+      await this.finishUpload(repo, location, digest, Buffer.alloc(0), 0);
     } catch (err) {
       if (!body.destroyed) body.destroy();
       if (location) await this.cancelUpload(repo, location);
@@ -426,13 +572,14 @@ export class RegistryClient {
     return loc;
   }
 
-  private async finishUpload(repo: string, location: URL, digest: string, body: Buffer | Readable, size: number): Promise<void> {
+  private async finishUpload(repo: string, location: URL, digest: string, body: Buffer | Readable, size: number, attempts?: Attempts): Promise<void> {
     const url = new URL(location.href);
     url.searchParams.set('digest', digest);
     const res = await this.send('PUT', url, {
       scopes: this.pushScopes(repo),
       repo,
       body,
+      attempts,
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
     });
     if (![201, 202, 204].includes(res.status)) await this.fail('PUT', res);

@@ -37,6 +37,9 @@ export function parseRegistryErrors(body: string): RegistryErrorEntry[] {
 
 /** A registry answered with a status we did not expect. */
 export class RegistryHttpError extends BundleError {
+  /** The pause the registry asked for (Retry-After), if it did. */
+  retryAfterMs?: number;
+
   constructor(
     readonly request: string,
     readonly status: number,

@@ -1,32 +1,23 @@
 /**
- * HTTP with bounded retries for registry traffic. One undici Agent per
- * RegistryClient (it pools connections per origin). Only requests whose body
- * can be sent again (none, a Buffer or a string) are retried here; streamed
- * uploads are retried a level up by re-opening their source.
+ * HTTP for registry traffic. One undici Agent per RegistryClient (it pools
+ * connections per origin). Requests whose body can be sent again (none, a
+ * Buffer or a string) are retried here, drawing on the request's attempt
+ * budget (src/registry/retry.ts); a streamed body is sent once per call, and
+ * the client retries it by re-opening its source with the same budget.
  */
 import type { Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { describeRequest, RegistryNetworkError } from './errors.js';
+import { errorCode, isRetryableStatus, parseRetryAfter, RetryPolicy, type Attempts } from './retry.js';
 
-export interface RetryPolicy {
-  /** Total attempts, first one included (default 5). */
-  attempts: number;
-  /** First backoff delay; doubles each retry, with jitter (default 250 ms). */
-  baseDelayMs: number;
-  /** Cap for one backoff delay (default 10 s). */
-  maxDelayMs: number;
-  /** Cap for a server's Retry-After (default 60 s). */
-  maxRetryAfterMs: number;
-}
-
-export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 250, maxDelayMs: 10_000, maxRetryAfterMs: 60_000 };
+export { errorCode, parseRetryAfter } from './retry.js';
 
 export interface HttpRequest {
   method: string;
   url: URL;
   headers?: Record<string, string>;
-  /** A Buffer or string body is replayable; a Readable is sent once and never retried. */
+  /** A Buffer or string body is replayable; a Readable is sent once. */
   body?: Buffer | string | Readable;
   signal?: AbortSignal;
 }
@@ -35,82 +26,20 @@ export interface HttpResponse {
   status: number;
   headers: IncomingHttpHeaders;
   body: Readable & { text(): Promise<string>; dump(opts?: { limit: number }): Promise<void> };
-  /** How many attempts it took. */
+  /** How many attempts the request has taken so far. */
   attempts: number;
   url: URL;
 }
 
-/** Network error codes worth another try. */
-const RETRYABLE_CODES = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_CLOSED',
-]);
-
-export function errorCode(err: unknown): string {
-  let e: unknown = err;
-  for (let depth = 0; depth < 4 && e && typeof e === 'object'; depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return 'ERR_NETWORK';
+export interface RequestOptions {
+  /** The request's attempt budget, when it is shared with a layer above (default: a fresh one). */
+  attempts?: Attempts;
+  /** False: one attempt, never retried (probes, best-effort cleanup). */
+  retries?: boolean;
 }
 
-export function isRetryableNetworkError(err: unknown): boolean {
-  return RETRYABLE_CODES.has(errorCode(err));
-}
-
-export function isRetryableStatus(status: number): boolean {
-  return status === 429 || status === 408 || (status >= 500 && status !== 501 && status !== 505);
-}
-
-/** Retry-After as milliseconds: delta-seconds or an HTTP date. */
-export function parseRetryAfter(value: string | string[] | undefined, now = Date.now()): number | undefined {
-  const v = Array.isArray(value) ? value[0] : value;
-  if (!v) return undefined;
-  const trimmed = v.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const when = Date.parse(trimmed);
-  if (Number.isNaN(when)) return undefined;
-  return Math.max(0, when - now);
-}
-
-/** Exponential backoff with jitter (50-100% of the nominal delay). */
-export function backoffDelay(policy: RetryPolicy, retry: number): number {
-  const nominal = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** retry);
-  return Math.round(nominal / 2 + Math.random() * (nominal / 2));
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason as Error);
-      return;
-    }
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(signal?.reason as Error);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-function networkDetail(err: unknown): string {
+/** A network error's message with its cause, for a one-line error. */
+export function networkDetail(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
   const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : '';
   return cause && !msg.includes(cause) ? `${msg}: ${cause}` : msg;
@@ -119,20 +48,23 @@ function networkDetail(err: unknown): string {
 export class HttpTransport {
   constructor(
     readonly dispatcher: Dispatcher,
-    readonly retry: RetryPolicy = DEFAULT_RETRY,
+    readonly retry: RetryPolicy = new RetryPolicy(),
     readonly userAgent = 'bundle',
   ) {}
 
   /**
-   * Send a request; retries connection errors, 5xx and 429 when the body can
-   * be replayed. Resolves with the final response whatever its status (the
-   * caller reads or dumps the body); rejects with RegistryNetworkError.
+   * Send a request; retries connection errors, 408, 429 and 5xx while the body
+   * can be replayed and the budget allows. Resolves with the final response
+   * whatever its status (the caller reads or dumps the body); rejects with
+   * RegistryNetworkError.
    */
-  async request(req: HttpRequest, opts: { retries?: boolean } = {}): Promise<HttpResponse> {
+  async request(req: HttpRequest, opts: RequestOptions = {}): Promise<HttpResponse> {
     const replayable = req.body === undefined || typeof req.body === 'string' || Buffer.isBuffer(req.body);
-    const maxAttempts = replayable && opts.retries !== false ? Math.max(1, this.retry.attempts) : 1;
+    const mayRetry = replayable && opts.retries !== false;
+    const attempts = opts.attempts ?? this.retry.begin();
     const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
-    for (let attempt = 1; ; attempt++) {
+    for (;;) {
+      await attempts.next(req.signal);
       let res: Dispatcher.ResponseData;
       try {
         res = await this.dispatcher.request({
@@ -145,24 +77,24 @@ export class HttpTransport {
         });
       } catch (err) {
         if (req.signal?.aborted) throw err;
-        if (attempt < maxAttempts && isRetryableNetworkError(err)) {
-          await sleep(backoffDelay(this.retry, attempt - 1), req.signal);
-          continue;
-        }
-        throw new RegistryNetworkError(describeRequest(req.method, req.url), errorCode(err), networkDetail(err), attempt);
+        const failure = new RegistryNetworkError(describeRequest(req.method, req.url), errorCode(err), networkDetail(err), attempts.count);
+        if (mayRetry && attempts.canRetry(failure)) continue;
+        throw failure;
       }
-      if (attempt < maxAttempts && isRetryableStatus(res.statusCode)) {
+      // Overloaded: the whole registry connection slows down, not only this request.
+      if (res.statusCode === 429 || (res.statusCode === 503 && res.headers['retry-after'] !== undefined)) {
+        attempts.policy.slowDown(parseRetryAfter(res.headers['retry-after']));
+      }
+      if (mayRetry && attempts.left > 0 && isRetryableStatus(res.statusCode)) {
         await res.body.dump().catch(() => undefined);
-        const after = parseRetryAfter(res.headers['retry-after']);
-        const delay = after !== undefined ? Math.min(after, this.retry.maxRetryAfterMs) : backoffDelay(this.retry, attempt - 1);
-        await sleep(delay, req.signal);
+        attempts.retryAfter(parseRetryAfter(res.headers['retry-after']));
         continue;
       }
       return {
         status: res.statusCode,
         headers: res.headers,
         body: res.body as HttpResponse['body'],
-        attempts: attempt,
+        attempts: attempts.count,
         url: req.url,
       };
     }

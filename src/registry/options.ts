@@ -10,8 +10,10 @@ export interface RegistryOptions extends TlsOptions {
   /** First backoff delay in ms (default 250); mostly for tests. */
   retryDelayMs?: number;
   userAgent?: string;
-  /** How many transfers the caller runs at once (informational: sockets are pooled per origin, uncapped). */
+  /** How many transfers the caller runs at once (informational). */
   concurrency?: number;
+  /** Connections open to one registry host at most (requests beyond wait for one); default: unbounded. */
+  maxConnections?: number;
   /** Upload blobs larger than this in PATCH chunks of this size (default: monolithic). */
   chunkSize?: number;
   /** Credentials to use instead of any auth file. */

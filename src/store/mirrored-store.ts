@@ -35,7 +35,7 @@ import type { RegistryOptions } from '../registry/options.js';
 import { matchesRegistry, pullPlan, type Endpoint, type RegistriesConf } from '../registry/registries-conf.js';
 import { BundleError, errorMessage } from '../util/errors.js';
 import { createRegistryStore, type RegistryStore } from './registry-store.js';
-import type { ContentStore, ManifestBytes } from './store.js';
+import type { ByteRange, ContentStore, ManifestBytes, RangeResult } from './store.js';
 
 export type EndpointStoreFactory = (registry: string, insecure: boolean) => ContentStore;
 
@@ -171,6 +171,16 @@ export class MirroredStore implements ContentStore {
   async openBlob(repo: string, desc: Descriptor): Promise<Readable> {
     const origin = this.originOf(repo, desc.digest);
     return (await this.attempt(repo, desc.digest, origin, (s, e) => s.openBlob(e.repository, desc))).value;
+  }
+
+  /** A part of a blob, from the first location that serves it (one that cannot serve parts sends the whole blob). */
+  async openBlobRange(repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult> {
+    const origin = this.originOf(repo, desc.digest);
+    return (
+      await this.attempt(repo, desc.digest, origin, async (s, e) =>
+        s.openBlobRange ? s.openBlobRange(e.repository, desc, range) : { stream: await s.openBlob(e.repository, desc), whole: true },
+      )
+    ).value;
   }
 }
 

@@ -6,7 +6,7 @@ import { ANNOTATION_REF_NAME } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { digestHex, isSha256Digest } from '../util/digest.js';
 import { BundleError, UsageError } from '../util/errors.js';
-import type { ContentStore, ManifestBytes } from './store.js';
+import type { ByteRange, ContentStore, ManifestBytes, RangeResult } from './store.js';
 
 const MAX_MANIFEST = 4 << 20;
 
@@ -83,5 +83,13 @@ export class OciLayoutStore implements ContentStore {
       throw new BundleError(`${this.dir}: blob ${desc.digest} is missing from blobs/`);
     });
     return createReadStream(path, { highWaterMark: 1 << 20 });
+  }
+
+  async openBlobRange(_repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult> {
+    const path = this.blobPath(desc.digest);
+    await stat(path).catch(() => {
+      throw new BundleError(`${this.dir}: blob ${desc.digest} is missing from blobs/`);
+    });
+    return { stream: createReadStream(path, { start: range.start, end: range.end - 1, highWaterMark: 1 << 20 }), whole: false };
   }
 }

@@ -5,31 +5,14 @@ import type { Readable } from 'node:stream';
 import type { Descriptor } from '../oci/types.js';
 import { BundleError, DigestMismatchError } from '../util/errors.js';
 import { RegistryClient, type RegistryOptions } from '../registry/client.js';
-import { RegistryAuthError, RegistryHttpError, RegistryNetworkError } from '../registry/errors.js';
-import type { ManifestBytes, PutBlobOptions, PutResult, WritableContentStore } from './store.js';
+import type { ByteRange, ManifestBytes, PutBlobOptions, PutResult, RangeResult, WritableContentStore } from './store.js';
 
 export type { RegistryOptions } from '../registry/client.js';
-
-/** Attempts of a whole blob upload (each re-opens the source). */
-const BLOB_UPLOAD_ATTEMPTS = 3;
-
-/** Whether a failed blob upload is worth re-opening the source and trying again. */
-function isTransient(err: unknown): boolean {
-  if (err instanceof DigestMismatchError || err instanceof RegistryAuthError) return false;
-  if (err instanceof RegistryHttpError) return err.status >= 500 || err.status === 429 || err.status === 408 || err.status === 401;
-  if (err instanceof RegistryNetworkError) return true;
-  if (err instanceof BundleError) return false;
-  const code = (err as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && /^(ECONNRESET|EPIPE|ETIMEDOUT|ECONNREFUSED|UND_ERR_)/.test(code);
-}
 
 export class RegistryStore implements WritableContentStore {
   readonly description: string;
 
-  constructor(
-    readonly client: RegistryClient,
-    private readonly uploadAttempts = BLOB_UPLOAD_ATTEMPTS,
-  ) {
+  constructor(readonly client: RegistryClient) {
     this.description = `registry ${client.registry}`;
   }
 
@@ -57,22 +40,20 @@ export class RegistryStore implements WritableContentStore {
     return this.client.getBlob(repo, desc.digest);
   }
 
+  async openBlobRange(repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult> {
+    const r = await this.client.getBlobRange(repo, desc.digest, range.start, range.end);
+    return { stream: r.body, whole: r.whole };
+  }
+
   async putBlob(repo: string, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions = {}): Promise<PutResult> {
     if ((await this.client.headBlob(repo, desc.digest)) !== undefined) return 'exists';
     for (const from of opts.mountFrom ?? []) {
       if (from === repo) continue;
       if (await this.client.mountBlob(repo, desc.digest, from)) return 'mounted';
     }
-    for (let attempt = 1; ; attempt++) {
-      const body = await open();
-      try {
-        await this.client.uploadBlob(repo, desc.digest, desc.size, body);
-        return 'written';
-      } catch (err) {
-        if (!body.destroyed) body.destroy();
-        if (attempt >= this.uploadAttempts || !isTransient(err)) throw err;
-      }
-    }
+    // The client re-opens the source when the upload is worth another attempt (its retry policy decides).
+    await this.client.uploadBlob(repo, desc.digest, desc.size, open);
+    return 'written';
   }
 
   async putManifest(repo: string, desc: Descriptor, bytes: Buffer, tags: string[]): Promise<PutResult> {

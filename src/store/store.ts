@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Descriptor } from '../oci/types.js';
+import type { Limiter } from '../copy/limit.js';
 
 /**
  * A place content lives: a remote registry, an OCI layout directory, a .airgap
@@ -26,6 +27,23 @@ export interface ContentStore {
   hasBlob(repo: string, desc: Descriptor): Promise<boolean>;
   /** Raw, unverified bytes of a blob. */
   openBlob(repo: string, desc: Descriptor): Promise<Readable>;
+  /**
+   * Raw, unverified bytes [start, end) of a blob, for stores that can serve
+   * parts. `whole` is true when the store sent the whole blob instead (a
+   * registry that ignores `Range`).
+   */
+  openBlobRange?(repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult>;
+}
+
+/** Bytes [start, end) of a blob. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface RangeResult {
+  stream: Readable;
+  whole: boolean;
 }
 
 export type PutResult = 'written' | 'exists' | 'mounted';
@@ -33,9 +51,26 @@ export type PutResult = 'written' | 'exists' | 'mounted';
 export interface PutBlobOptions {
   /** Repositories of the same store that already hold the blob (cross-repository mount). */
   mountFrom?: string[];
+  /**
+   * Unverified parts of the blob, when the source can serve them. A store that
+   * uses them hashes every byte in order against the digest itself.
+   */
+  openRange?: (range: ByteRange) => Promise<RangeResult>;
+  /** Transfer slots, for stores that schedule their own requests (see `schedulesTransfers`). */
+  slots?: Limiter;
+  /** Bytes received, for progress (stores that use `openRange`). */
+  onBytes?: (n: number) => void;
+  /** The source has served ranges before (a part answered 206): no need to try one alone first. */
+  rangesServed?: boolean;
 }
 
 export interface WritableContentStore extends ContentStore {
+  /**
+   * True when the store runs each of its requests under `PutBlobOptions.slots`
+   * itself (one blob may then use several at once); otherwise the copy engine
+   * holds one slot per blob.
+   */
+  readonly schedulesTransfers?: boolean;
   /**
    * Store a blob. `open` yields its bytes as a stream that errors (before its
    * end) if they fail their digest; a store must not commit a blob whose

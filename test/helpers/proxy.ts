@@ -5,6 +5,8 @@
  * (Distribution 2.8 ignores `n` there) and counts requests.
  */
 import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
 import { Transform } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -15,14 +17,19 @@ export interface RequestInfo {
   path: string;
   /** Path with query. */
   url: string;
+  /** The Range header, when the request had one. */
+  range?: string;
 }
 
 export interface Fault {
   match: (r: RequestInfo) => boolean;
   /** How many matching requests fail (then the fault is spent). */
   times: number;
-  /** `corrupt` forwards the request and flips one byte of the answer's body. */
-  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'delay';
+  /**
+   * `corrupt` forwards the request and flips one byte of the answer's body;
+   * `truncate` forwards it and cuts the connection half-way through the answer's body.
+   */
+  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'truncate' | 'delay';
   /** For `delay`: how long to hold the request before forwarding it. */
   delayMs?: number;
   /** Retry-After value sent with 429/503. */
@@ -37,6 +44,11 @@ export interface BearerOptions {
   expiresIn?: number;
   /** Use `access_token` instead of `token` in the token response. */
   accessTokenField?: boolean;
+  /**
+   * Send clients to this other proxy's token service (its `/token`, plain
+   * HTTP) and accept the tokens it issues, instead of serving tokens here.
+   */
+  tokenServer?: { host: string; tokensIssued: string[] };
 }
 
 export interface ProxyOptions {
@@ -47,6 +59,10 @@ export interface ProxyOptions {
    * like registries backed by object storage do.
    */
   redirectBlobsTo?: string;
+  /** Listen with TLS (PEM files, e.g. from selfSignedCert) instead of plain HTTP. */
+  tls?: { certFile: string; keyFile: string };
+  /** Drop the Range header of every request, like a registry that does not serve ranges. */
+  stripRange?: boolean;
 }
 
 export interface RecordedRequest extends RequestInfo {
@@ -60,6 +76,12 @@ export interface RecordedRequest extends RequestInfo {
   authorized: boolean;
   /** sha256 of the whole request body forwarded upstream, once the client has sent all of it. */
   bodySha256?: string;
+  /** Order of events at the proxy (no clock): when the request arrived, and when its answer was done. */
+  arrived: number;
+  done?: number;
+  /** Wall clock (ms) when it arrived and when its answer was done. */
+  arrivedAt: number;
+  doneAt?: number;
 }
 
 export interface TokenRequest {
@@ -103,16 +125,38 @@ function flipOneByte(): Transform {
   });
 }
 
-function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, corrupt = false): void {
+/** Passes the first `keep` bytes on, then cuts the connection. */
+function cutAfter(keep: number, res: http.ServerResponse): Transform {
+  let passed = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      const room = keep - passed;
+      if (room <= 0) {
+        cb();
+        return;
+      }
+      passed += Math.min(room, chunk.length);
+      cb(null, chunk.length > room ? chunk.subarray(0, room) : chunk);
+      if (passed >= keep) setTimeout(() => res.socket?.destroy(), 20);
+    },
+  });
+}
+
+function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, alter?: 'corrupt' | 'truncate', stripRange = false): void {
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
+  if (stripRange) delete headers['range'];
+  // Behind a TLS front the registry must build its upload Locations with https.
+  if ((req.socket as { encrypted?: boolean }).encrypted) headers['x-forwarded-proto'] = 'https';
   const up = http.request(
     { hostname, port: Number(port), method: req.method, path: req.url, headers, agent: false },
     (upRes) => {
       record.status = upRes.statusCode ?? 0;
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      if (corrupt) upRes.pipe(flipOneByte()).pipe(res);
+      const length = Number(upRes.headers['content-length'] ?? NaN);
+      if (alter === 'corrupt') upRes.pipe(flipOneByte()).pipe(res);
+      else if (alter === 'truncate' && length > 1) upRes.pipe(cutAfter(Math.floor(length / 2), res)).pipe(res);
       else upRes.pipe(res);
     },
   );
@@ -159,13 +203,18 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const tokensIssued: string[] = [];
   const valid = new Set<string>();
   let selfHost = '';
+  let events = 0;
 
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://proxy');
-    const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/' };
-    const record: RecordedRequest = { ...info, status: 0, bodyBytes: 0, bodyComplete: false, authorized: req.headers.authorization !== undefined };
+    const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', ...(req.headers.range ? { range: req.headers.range } : {}) };
+    const record: RecordedRequest = { ...info, status: 0, bodyBytes: 0, bodyComplete: false, authorized: req.headers.authorization !== undefined, arrived: ++events, arrivedAt: Date.now() };
     requests.push(record);
     req.on('end', () => (record.bodyComplete = true));
+    res.on('close', () => {
+      record.done = ++events;
+      record.doneAt = Date.now();
+    });
 
     const fault = faults.find((f) => f.times > 0 && f.match(info));
     if (fault) {
@@ -175,12 +224,12 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         req.socket.destroy();
         return;
       }
-      if (fault.kind === 'corrupt') {
-        forward(target, req, res, record, true);
+      if (fault.kind === 'corrupt' || fault.kind === 'truncate') {
+        forward(target, req, res, record, fault.kind, opts.stripRange);
         return;
       }
       if (fault.kind === 'delay') {
-        setTimeout(() => forward(target, req, res, record), fault.delayMs ?? 1000);
+        setTimeout(() => forward(target, req, res, record, undefined, opts.stripRange), fault.delayMs ?? 1000);
         return;
       }
       record.status = fault.kind;
@@ -225,7 +274,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     if (bearer && url.pathname.startsWith('/v2/')) {
       const auth = req.headers.authorization;
       const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
-      if (!token || !valid.has(token)) {
+      if (!token || !(valid.has(token) || bearer.tokenServer?.tokensIssued.includes(token))) {
         const repo = repoOf(url.pathname);
         const push = !['GET', 'HEAD'].includes(info.method);
         let scope = '';
@@ -235,7 +284,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         record.status = 401;
         res.writeHead(401, {
           'content-type': 'application/json',
-          'www-authenticate': `Bearer realm="http://${selfHost}/token",service="test"${scope}`,
+          'www-authenticate': `Bearer realm="http://${bearer.tokenServer?.host ?? selfHost}/token",service="test"${scope}`,
         });
         res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }));
         return;
@@ -284,8 +333,11 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       return;
     }
 
-    forward(target, req, res, record);
-  });
+    forward(target, req, res, record, undefined, opts.stripRange);
+  };
+  const server = opts.tls
+    ? https.createServer({ cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }, handler)
+    : http.createServer(handler);
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   selfHost = `127.0.0.1:${(server.address() as AddressInfo).port}`;

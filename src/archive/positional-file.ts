@@ -1,0 +1,89 @@
+/**
+ * Where the writer's bytes go: positional writes into one output (a single file
+ * today; a set of volume files later). Everything the writer does to its output
+ * goes through this interface, so splitting a bundle across volumes needs only
+ * another implementation.
+ */
+import { read as fsRead } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+
+export interface PositionalOutput {
+  /** Write `buffers` (logically concatenated) at `position`; resolves when all are handed to the OS. */
+  write(buffers: readonly Buffer[], position: number): Promise<void>;
+  /** Read exactly `length` bytes at `position` (bytes written earlier). */
+  read(length: number, position: number): Promise<Buffer>;
+  truncate(size: number): Promise<void>;
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** writev takes at most IOV_MAX (1024) buffers per call. */
+const IOV_MAX = 1024;
+
+export class FileOutput implements PositionalOutput {
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  static async create(path: string): Promise<FileOutput> {
+    // Read and write: frames written ahead of their turn are read back to be hashed.
+    return new FileOutput(path, await open(path, 'w+', 0o644));
+  }
+
+  async write(buffers: readonly Buffer[], position: number): Promise<void> {
+    let i = 0;
+    let pos = position;
+    while (i < buffers.length) {
+      let batch = buffers.slice(i, i + IOV_MAX);
+      let left = 0;
+      for (const b of batch) left += b.length;
+      i += batch.length;
+      while (left > 0) {
+        const { bytesWritten } = await this.fh.writev(batch, pos);
+        if (bytesWritten <= 0) throw new Error(`short write to ${this.path}`);
+        pos += bytesWritten;
+        left -= bytesWritten;
+        if (left > 0) batch = skipBytes(batch, bytesWritten);
+      }
+    }
+  }
+
+  async read(length: number, position: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const n = await new Promise<number>((resolve, reject) => {
+        fsRead(this.fh.fd, buf, got, length - got, position + got, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
+      });
+      if (n === 0) throw new Error(`unexpected end of ${this.path} at byte ${position + got}`);
+      got += n;
+    }
+    return buf;
+  }
+
+  truncate(size: number): Promise<void> {
+    return this.fh.truncate(size);
+  }
+
+  sync(): Promise<void> {
+    return this.fh.sync();
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+function skipBytes(bufs: readonly Buffer[], skip: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}
