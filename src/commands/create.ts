@@ -107,15 +107,18 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
   const opening = ArchiveWriter.create(output, { level: opts.level, created });
+  // Once interrupted, the interruption decides how the command ends (not the errors it causes).
+  let interruption: Promise<number> | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
-    void opening
+    interruption = opening
       .then((w) => {
         process.stderr.write(`interrupted (${signal}): removing ${w.tempPath}\n`);
         return w.abort();
       })
       .catch(() => undefined)
-      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+      .then(() => (signal === 'SIGINT' ? 130 : 143));
+    void interruption.then((code) => process.exit(code));
   };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
@@ -256,6 +259,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     }
     return 0;
   } catch (err) {
+    if (interruption) return interruption;
     progress.finishPhase(false);
     await writer.abort();
     throw err;

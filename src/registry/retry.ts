@@ -165,7 +165,10 @@ export class RetryPolicy {
 export class Attempts {
   private used = 0;
   private retryAfterMs: number | undefined;
+  /** The next attempt has been through the policy already (ready() was called). */
   private admitted = false;
+  /** The next attempt follows a protocol step, not a failure: no backoff. */
+  private free = false;
 
   constructor(readonly policy: RetryPolicy) {}
 
@@ -195,8 +198,9 @@ export class Attempts {
    */
   async ready(signal?: AbortSignal): Promise<void> {
     if (this.admitted) return;
-    await this.policy.admit(this.used, this.retryAfterMs, signal);
+    await this.policy.admit(this.free ? 0 : this.used, this.retryAfterMs, signal);
     this.retryAfterMs = undefined;
+    this.free = false;
     this.admitted = true;
   }
 
@@ -216,6 +220,6 @@ export class Attempts {
   uncount(): void {
     if (this.used > 0) this.used--;
     this.retryAfterMs = undefined;
-    this.admitted = true;
+    this.free = true;
   }
 }
