@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { createReadStream } from 'node:fs';
-import { access, open, stat } from 'node:fs/promises';
+import { access, open, stat, statfs } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter, isCompressedMediaType, type LayoutEntry } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
@@ -20,7 +20,7 @@ import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM,
 import type { ContentStore } from '../store/store.js';
 import { digestHex, verified } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
-import { humanBytes } from '../util/progress.js';
+import { humanBytes, type Progress } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { printJson, progressFor, type OutputOptions } from './common.js';
 
@@ -107,13 +107,16 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
   const opening = ArchiveWriter.create(output, { level: opts.level, created });
+  const images: BundleImage[] = [];
   // Once interrupted, the interruption decides how the command ends (not the errors it causes).
   let interruption: Promise<number> | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
     interruption = opening
       .then((w) => {
-        process.stderr.write(`interrupted (${signal}): removing ${w.tempPath}\n`);
+        process.stderr.write(
+          `interrupted (${signal}): ${output} was not written (${images.length} of ${sources.length} images were complete); removed its temporary file ${w.tempPath}; run the same create again to start over\n`,
+        );
         return w.abort();
       })
       .catch(() => undefined)
@@ -123,6 +126,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   const writer = await opening;
+  for (const f of writer.staleRemoved) progress.info(`removed ${f}, the temporary file of an earlier run that was killed`);
   // An update writes through a store that leaves out what the base carried.
   const destination = base ? new LeaveOutStore(writer, base.candidates) : writer;
   const limiter = new Limiter(opts.concurrency);
@@ -135,7 +139,6 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     }
     return engine;
   };
-  const images: BundleImage[] = [];
   /** Without --continue-on-error the first failure stops everything; with it, the image is listed as failed. */
   let firstError: unknown;
   const giveUp = (src: SourceImage, err: unknown): void => {
@@ -174,6 +177,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       }
     }
     const totalBytes = [...blobSizes.values()].reduce((n, x) => n + x, 0);
+    await checkFreeSpace(output, entries, progress);
     await writer.layout(entries);
     entries.length = 0;
     for (const { plan } of planned) plan.inline.clear();
@@ -262,8 +266,35 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     if (interruption) return interruption;
     progress.finishPhase(false);
     await writer.abort();
+    if (isNoSpace(err)) {
+      throw new BundleError(`the disk holding ${dirname(output)} is full: ${output} was not written and its temporary file was removed; free some space or write elsewhere (-o)`);
+    }
     throw err;
   }
+}
+
+function isNoSpace(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'ENOSPC' || /ENOSPC|no space left on device/i.test(errorMessage(err));
+}
+
+/**
+ * The bundle's size is known once every manifest is read: at most the sum of its members
+ * (compressible ones only shrink) and a little framing. Refuse before writing when the
+ * output's file system has less free space than that; otherwise say how much it needs.
+ */
+async function checkFreeSpace(output: string, entries: readonly { desc: { digest: string; size: number } }[], progress: Progress): Promise<void> {
+  const sizes = new Map(entries.map((e) => [e.desc.digest, e.desc.size]));
+  let need = 64 * 1024; // oci-layout, index.json, manifest, signature, seek table
+  for (const size of sizes.values()) need += size + 2 * 512 + 16 * Math.ceil(size / (1024 * 1024));
+  const fs = await statfs(dirname(output)).catch(() => undefined);
+  if (!fs) return;
+  const free = fs.bavail * fs.bsize;
+  if (need > free) {
+    throw new BundleError(
+      `not enough free space for ${output}: the bundle needs up to ${humanBytes(need)}, ${dirname(output)} has ${humanBytes(free)} free; nothing was written`,
+    );
+  }
+  progress.info(`the bundle needs up to ${humanBytes(need)}; ${humanBytes(free)} free in ${dirname(output)}`);
 }
 
 /** Blobs up to this size whose media type does not say compressed are read while planning and compressed in memory. */

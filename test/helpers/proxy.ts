@@ -63,6 +63,8 @@ export interface ProxyOptions {
   tls?: { certFile: string; keyFile: string };
   /** Drop the Range header of every request, like a registry that does not serve ranges. */
   stripRange?: boolean;
+  /** Called as each request arrives, before anything else (a test may kill its client here). */
+  onRequest?: (r: RequestInfo) => void;
 }
 
 export interface RecordedRequest extends RequestInfo {
@@ -210,6 +212,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', ...(req.headers.range ? { range: req.headers.range } : {}) };
     const record: RecordedRequest = { ...info, status: 0, bodyBytes: 0, bodyComplete: false, authorized: req.headers.authorization !== undefined, arrived: ++events, arrivedAt: Date.now() };
     requests.push(record);
+    opts.onRequest?.(info);
     req.on('end', () => (record.bodyComplete = true));
     res.on('close', () => {
       record.done = ++events;
