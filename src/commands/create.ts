@@ -35,6 +35,8 @@ export interface CreateOptions extends OutputOptions {
   concurrency: number;
   maxConnectionsPerRegistry: number;
   retries: number;
+  /** Idle timeout per registry connection, seconds (--timeout). */
+  timeout?: number;
   level: number;
   srcTlsVerify: boolean;
   srcCertDir?: string;
@@ -79,6 +81,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     concurrency: opts.concurrency,
     maxConnections: opts.maxConnectionsPerRegistry,
     retries: opts.retries,
+        timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
   // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).

@@ -27,6 +27,8 @@ export interface PushOptions extends OutputOptions {
   outDir: string;
   concurrency: number;
   retries: number;
+  /** Idle timeout per registry connection, seconds (--timeout). */
+  timeout?: number;
   chunkSize?: number;
   destTlsVerify: boolean;
   destCertDir?: string;
@@ -128,6 +130,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         authfile: opts.destAuthfile ?? opts.authfile,
         concurrency: opts.concurrency,
         retries: opts.retries,
+        timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
         chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
         userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
       });
