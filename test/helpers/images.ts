@@ -156,3 +156,21 @@ export async function skopeoInspectRaw(ref: string, extra: string[] = []): Promi
   const { stdout } = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', ...extra, ref], { encoding: 'buffer', maxBuffer: 16 << 20 });
   return stdout;
 }
+
+/**
+ * `count` small images in one OCI layout, `example.com/scale/app:<i>`: a shared base layer
+ * and a small layer of their own each (scale tests and the bench's scale scenario).
+ */
+export async function buildManyImages(dir: string, count: number): Promise<{ layoutDir: string; refs: string[] }> {
+  const b = await new LayoutBuilder(dir).init();
+  const base = await b.layer({ 'etc/os-release': 'ID=scale\n', 'usr/lib/base.bin': pseudoRandom('scale-base', 16 * 1024) });
+  const refs: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const own = await b.layer({ [`app/${i}.txt`]: `image ${i}\n`, [`app/${i}.bin`]: pseudoRandom(`scale-${i}`, 512) });
+    const ref = `example.com/scale/app:${i}`;
+    b.tag(ref, await b.image([base, own], undefined, `scale-${i}`));
+    refs.push(ref);
+  }
+  await b.save();
+  return { layoutDir: dir, refs };
+}
