@@ -627,9 +627,9 @@ describe('hostile bundles', () => {
 
 // ---- fuzz ----
 
-const FUZZ_BUNDLES = 1200;
-const FUZZ_CONFIGS = 1500;
-const FUZZ_CLI = 16;
+const FUZZ_BUNDLES = 1000;
+const FUZZ_CONFIGS = 1000;
+const FUZZ_CLI = 12;
 
 type Mutation = (b: Buffer, r: () => number) => Buffer;
 
