@@ -72,6 +72,7 @@ ${EXIT_DOC}`,
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
       .addOption(new Option('--concurrency <n>', 'downloads in flight at once, over all registries (a large layer is fetched as several range requests)').argParser(parsePositiveInt).default(16))
       .addOption(new Option('--max-connections-per-registry <n>', 'connections open to one registry at most, so a public registry is not hammered').argParser(parsePositiveInt).default(16))
+      .option('--skip-missing', "record an image a source needs (a devfile stack's) that cannot be pulled as skipped, listed by create and push, instead of failing")
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--timeout <seconds>', TIMEOUT_DOC).argParser(parseSeconds).default(120))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
@@ -95,6 +96,10 @@ Example config (bundle.yaml):
       platforms: [linux/amd64]
   ociLayouts:
     - path: ./some-oci-layout
+  devfile:                              # a devfile registry, its images and starter projects
+    registries: [{path: ./registry}]    # a checkout of github.com/devfile/registry
+    stacks: [nodejs, go@2.6.0]          # default: every stack
+    indexBase: quay.io/devfile/devfile-index-base:next
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
@@ -123,7 +128,8 @@ ${EXIT_DOC}`,
     program
       .command('inspect')
       .description('Show what a bundle holds (images, sizes, signer, and any manifest fields this version does not know, from a newer 1.x format) from its manifest, instantly. Checks nothing: use verify.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),
   ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
@@ -132,7 +138,8 @@ ${EXIT_DOC}`,
     program
       .command('verify')
       .description('Prove a bundle is complete, untampered and signed by a trusted key, without unpacking it.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--base <bundle>', 'for an update bundle (create --since): the base bundle; verify both and that the base carries what the update leaves out')
       .addHelpText(
@@ -152,7 +159,8 @@ ${EXIT_DOC}`,
     program
       .command('push')
       .description('Push every image of a bundle into a registry, straight from the file, and write mirror configuration.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
@@ -160,6 +168,8 @@ ${EXIT_DOC}`,
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
+      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
+      .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--timeout <seconds>', TIMEOUT_DOC).argParser(parseSeconds).default(120))
@@ -179,9 +189,14 @@ Every byte is checked against its digest before it is sent on. Two different ima
 that would land on the same tag (quay.io/ns/app:1 and docker.io/ns/app:1) are refused
 before anything is sent; --keep-registry-host keeps them apart.
 
+A bundle with a devfile registry also gets: every stack version rewritten for the target
+(images, starter projects as <name>-offline.zip) at <to>/devfile-catalog/<stack>:<version>,
+a devfile-index image at <to>/devfile-index:<tag>, and with --devfile-out the folder.
+
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
   $ oc apply -f airgap-push-out/idms.yaml
+  $ bundle push devfiles.airgap --to registry.corp:5000/devfile --key site.pub --devfile-out ./offline-registry
 
 ${DOWN_DOC}
 ${EXIT_DOC}`,
@@ -199,7 +214,8 @@ ${EXIT_DOC}`,
     program
       .command('extract-tool')
       .description('Write out the standalone executable a bundle carries (create --include-tool), after checking the signature and its sha256.')
-      .argument('<file>', 'the .airgap file')
+      .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
+      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
       .requiredOption('-o, --output <path>', 'where to write the executable (mode 0755; written under a temporary name, renamed when complete)')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'extract even though nobody\'s signature is checked')

@@ -163,7 +163,7 @@ describe('config: refusals', () => {
   it('reports an unknown top-level key with the expected keys and a suggestion', async () => {
     await refused(
       HEAD + 'imagez:\n  - alpine\n',
-      /^FILE:3: unknown key "imagez" at the top level \(expected apiVersion, kind, images, ociLayouts; did you mean "images"\?\)$/,
+      /^FILE:3: unknown key "imagez" at the top level \(expected apiVersion, kind, images, ociLayouts, devfile; did you mean "images"\?\)$/,
     );
   });
 
@@ -235,5 +235,28 @@ describe('config: refusals', () => {
       [4, 6, 6, 7, 8],
     );
     assert.match(got[0]!, /images\[0\]: invalid repository path/);
+  });
+});
+
+describe('config: the devfile section', () => {
+  it('loads a devfile section beside images: one bundle', async () => {
+    const file = await write(`${HEAD}images: [alpine]\ndevfile:\n  registries:\n    - path: ./registry\n    - url: https://registry.devfile.io\n  stacks: [nodejs, go@2.6.0]\n  samples: true\n  starterProjects: false\n  indexBase: quay.io/devfile/devfile-index-base:next\n  extraImages: [quay.io/devfile/oci-registry:next]\n`);
+    const c = await loadConfig(file);
+    assert.equal(c.images.length, 1);
+    assert.deepEqual(c.sections.devfile, {
+      registries: [{ path: './registry' }, { url: 'https://registry.devfile.io' }],
+      stacks: ['nodejs', 'go@2.6.0'],
+      samples: true,
+      starterProjects: false,
+      indexBase: 'quay.io/devfile/devfile-index-base:next',
+      extraImages: ['quay.io/devfile/oci-registry:next'],
+    });
+  });
+
+  it('refuses unknown keys, bad stack names and a registry with both path and url, naming the path and line', async () => {
+    await refused(`${HEAD}devfile:\n  registries: [{path: ./r}]\n  stack: [nodejs]\n`, /^FILE:5: devfile: unknown key "stack" \(expected registries, stacks, .*did you mean "stacks"\?\)/m);
+    await refused(`${HEAD}devfile:\n  registries: [{path: ./r}]\n  stacks: ["Node JS"]\n`, /^FILE:5: devfile\.stacks\[0\]: "Node JS" is not a stack name/m);
+    await refused(`${HEAD}devfile:\n  registries:\n    - {path: ./r, url: "https://x"}\n`, /^FILE:5: devfile\.registries\[0\]/m);
+    await refused(`${HEAD}devfile:\n  stacks: [nodejs]\n`, /devfile: .*registries/);
   });
 });

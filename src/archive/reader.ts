@@ -4,8 +4,7 @@
  * through the seek table, and hashMembers() reads the whole file once.
  */
 import { createHash } from 'node:crypto';
-import { read as fsRead } from 'node:fs';
-import { open as openFile, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { MANIFEST_MEMBER, SIGNATURE_MEMBER, type BundleManifest, type BundleMember } from '../bundle/manifest.js';
 import type { Descriptor } from '../oci/types.js';
@@ -15,6 +14,7 @@ import { verifyBuffer } from '../util/digest.js';
 import { BundleError, errorMessage, UsageError } from '../util/errors.js';
 import { decodeHeaderBlock, decodePax, encodeFileHeader, isZeroBlock, padding, TAR_BLOCK } from './tar.js';
 import { ANNOTATION_REF_NAME } from '../oci/media-types.js';
+import { findBundleFiles, parseVolumeName, SlicedInput, volumeSizeProblems, type RandomAccessInput } from './volumes.js';
 import { blobPath } from './writer.js';
 import { decodeFrame, decodeSeekTable, parseSeekTableFooter, SEEK_TABLE_FOOTER_SIZE } from './zstd-frames.js';
 
@@ -74,7 +74,8 @@ export class ArchiveReader implements ContentStore {
 
   private constructor(
     readonly path: string,
-    private readonly fh: FileHandle,
+    /** The file, or the volumes, read as one. */
+    readonly input: RandomAccessInput,
     readonly fileSize: number,
     frames: FrameInfo[],
     control: { manifest: BundleManifest; manifestBytes: Buffer; envelope: DsseEnvelope; envelopeBytes: Buffer },
@@ -89,31 +90,39 @@ export class ArchiveReader implements ContentStore {
   }
 
   /** Open a bundle, reading only its seek table and control members. Any non-bundle input is a UsageError. */
-  static async open(file: string): Promise<ArchiveReader> {
+  static async open(file: string, opts: { volumesDirs?: readonly string[] } = {}): Promise<ArchiveReader> {
+    return ArchiveReader.openFiles(await findBundleFiles(file, opts.volumesDirs), file);
+  }
+
+  /** Open a bundle from its files: one, or its volumes in order. */
+  static async openFiles(paths: readonly string[], file = paths[0]!): Promise<ArchiveReader> {
     const notBundle = (why: string): UsageError => new UsageError(`${file} is not an .airgap bundle: ${why}`);
-    let fh: FileHandle;
+    let fh: RandomAccessInput;
     try {
-      fh = await openFile(file, 'r');
+      fh = await SlicedInput.open(paths);
     } catch (err) {
+      if (err instanceof UsageError) throw notBundle(err.message);
       throw new UsageError(`cannot open ${file}: ${errorMessage(err)}`);
     }
+    // A set of volumes that is not whole: name the volume, whatever else is wrong.
+    const volumes = volumeSizeProblems(fh);
+    const lastVolume = parseVolumeName(basename(paths.at(-1)!)) ? ` (the last volume found is ${paths.at(-1)}: a later volume may be missing)` : '';
     try {
-      const st = await fh.stat();
-      if (!st.isFile()) throw notBundle('not a regular file');
-      const size = st.size;
+      if (volumes.length) throw new BundleError(volumes.join('; '), 1);
+      const size = fh.size;
       if (size === 0) throw notBundle('the file is empty');
       if (size < 8 + SEEK_TABLE_FOOTER_SIZE) throw notBundle(`only ${size} bytes, too short to hold a zstd seek table (truncated?)`);
-      const footer = await readAt(fh, size - SEEK_TABLE_FOOTER_SIZE, SEEK_TABLE_FOOTER_SIZE);
+      const footer = await fh.readAt(size - SEEK_TABLE_FOOTER_SIZE, SEEK_TABLE_FOOTER_SIZE);
       let table: ReturnType<typeof parseSeekTableFooter>;
       try {
         table = parseSeekTableFooter(footer);
       } catch {
-        throw notBundle('no zstd seek table at its end (truncated?)');
+        throw notBundle(`no zstd seek table at its end (truncated?)${lastVolume}`);
       }
       if (table.tableSize > size) throw notBundle('its seek table claims more frames than the file can hold (truncated?)');
       let entries;
       try {
-        entries = decodeSeekTable(await readAt(fh, size - table.tableSize, table.tableSize));
+        entries = decodeSeekTable(await fh.readAt(size - table.tableSize, table.tableSize));
       } catch (err) {
         throw notBundle(`corrupt zstd seek table (${errorMessage(err)})`);
       }
@@ -128,14 +137,14 @@ export class ArchiveReader implements ContentStore {
         d += e.decompressedSize;
       }
       if (c !== size - table.tableSize) {
-        throw notBundle(`its seek table covers ${c} bytes of frames but the file holds ${size - table.tableSize} (truncated or modified?)`);
+        throw notBundle(`its seek table covers ${c} bytes of frames but the file holds ${size - table.tableSize} (truncated or modified?)${lastVolume}`);
       }
       if (frames.length < 2 * 2 + CONTROL_FRAMES) throw notBundle(`only ${frames.length} frames, too few for a bundle`);
       const control = await readControl(fh, frames, notBundle, file);
       return new ArchiveReader(file, fh, size, frames, control);
     } catch (err) {
       await fh.close().catch(() => undefined);
-      if (err instanceof UsageError) throw err;
+      if (err instanceof UsageError || err instanceof BundleError) throw err;
       throw notBundle(errorMessage(err));
     }
   }
@@ -143,7 +152,27 @@ export class ArchiveReader implements ContentStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.fh.close();
+    await this.input.close();
+  }
+
+  /** ` in volume N (path)` for a byte of a bundle in volumes; empty for a single file. */
+  inVolume(position: number): string {
+    if (this.input.paths.length < 2) return '';
+    const v = this.input.volumeAt(position);
+    return ` in volume ${v.index} (${v.path})`;
+  }
+
+  /** Bundles in volumes: the volumes holding a member's bytes, as `volume N (path)`; empty for a single file. */
+  volumesOf(path: string): string[] {
+    const m = this.byPath.get(path);
+    if (!m || this.input.paths.length < 2) return [];
+    const first = this.frames[this.frameAt(Math.max(0, m.offset - 1))]!;
+    const last = this.frames[this.frameAt(Math.max(m.offset, m.offset + m.size - 1))]!;
+    const from = this.input.volumeAt(first.compressedOffset).index;
+    const to = this.input.volumeAt(last.compressedOffset + last.compressedSize - 1).index;
+    const out: string[] = [];
+    for (let i = from; i <= to; i++) out.push(`volume ${i} (${this.input.paths[i - 1]})`);
+    return out;
   }
 
   /** The manifest entry for a member path (untrusted), if listed. */
@@ -374,7 +403,7 @@ export class ArchiveReader implements ContentStore {
   /** One frame's decoded content (for small frames: read whole into memory). */
   private async readFrame(i: number): Promise<Buffer> {
     const f = this.frames[i]!;
-    const parts = decodeFrame(await readAt(this.fh, f.compressedOffset, f.compressedSize), f.decompressedSize);
+    const parts = decodeFrame(await this.input.readAt(f.compressedOffset, f.compressedSize), f.decompressedSize);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
@@ -469,7 +498,7 @@ export class ArchiveReader implements ContentStore {
       const off = frames[start]!.compressedOffset;
       const len = frames[end - 1]!.compressedOffset + frames[end - 1]!.compressedSize - off;
       const spare = recycle && len <= batchBytes ? pool.pop() ?? Buffer.allocUnsafe(batchBytes) : undefined;
-      const p = readAt(this.fh, off, len, spare);
+      const p = this.input.readAt(off, len, spare);
       p.catch(() => undefined); // awaited later; never an unhandled rejection
       return p;
     };
@@ -503,7 +532,7 @@ export class ArchiveReader implements ContentStore {
         try {
           parts = decodeFrame(frame, f.decompressedSize);
         } catch (err) {
-          throw new ArchiveCorruptError(`${this.path}: frame ${i} at byte ${f.compressedOffset} is corrupt: ${errorMessage(err)}`);
+          throw new ArchiveCorruptError(`${this.path}: frame ${i} at byte ${f.compressedOffset}${this.inVolume(f.compressedOffset)} is corrupt: ${errorMessage(err)}`);
         }
         yield parts;
       }
@@ -598,24 +627,6 @@ class ByteSource {
   }
 }
 
-/**
- * Read exactly `length` bytes at `position` into a new buffer. Uses the
- * callback fs.read on the raw fd: it costs the main thread noticeably less
- * per call than FileHandle.read, which matters for the full-file scan.
- */
-async function readAt(fh: FileHandle, position: number, length: number, into?: Buffer): Promise<Buffer> {
-  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-  let got = 0;
-  while (got < length) {
-    const n = await new Promise<number>((resolve, reject) => {
-      fsRead(fh.fd, buf, got, length - got, position + got, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
-    });
-    if (n === 0) throw new Error(`unexpected end of file at byte ${position + got}`);
-    got += n;
-  }
-  return buf;
-}
-
 interface Control {
   manifest: BundleManifest;
   manifestBytes: Buffer;
@@ -624,11 +635,11 @@ interface Control {
 }
 
 /** Read and check the last five frames: manifest header + data, signature header + data, tar end. */
-async function readControl(fh: FileHandle, frames: FrameInfo[], notBundle: (why: string) => UsageError, file: string): Promise<Control> {
+async function readControl(fh: RandomAccessInput, frames: FrameInfo[], notBundle: (why: string) => UsageError, file: string): Promise<Control> {
   const n = frames.length;
   const first = frames[n - CONTROL_FRAMES]!;
   const last = frames[n - 1]!;
-  const buf = await readAt(fh, first.compressedOffset, last.compressedOffset + last.compressedSize - first.compressedOffset);
+  const buf = await fh.readAt(first.compressedOffset, last.compressedOffset + last.compressedSize - first.compressedOffset);
   const decoded: Buffer[] = [];
   for (let i = n - CONTROL_FRAMES; i < n; i++) {
     const f = frames[i]!;

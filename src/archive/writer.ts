@@ -64,8 +64,8 @@ export interface ArchiveWriterOptions {
 
 export interface FinishOptions {
   tool: BundleManifest['tool'];
-  /** Optional manifest fields set by the caller (an update's `base`). */
-  fields?: Pick<BundleManifest, 'base'>;
+  /** Optional manifest fields set by the caller (an update's `base`, source kinds' `sources`, `skipped`). */
+  fields?: Pick<BundleManifest, 'base' | 'sources' | 'skipped'>;
   /** Signs the manifest bytes; without it the envelope carries no signatures. */
   sign?: (payload: Buffer) => Promise<DsseEnvelope>;
 }

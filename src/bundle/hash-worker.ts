@@ -7,7 +7,8 @@ import { ArchiveReader, type HashedMember } from '../archive/reader.js';
 import { errorMessage } from '../util/errors.js';
 
 export interface HashJob {
-  file: string;
+  /** The bundle's file, or its volumes in order. */
+  files: readonly string[];
   from: number;
   to: number;
 }
@@ -22,7 +23,7 @@ async function run(job: HashJob): Promise<void> {
   const members: HashedMember[] = [];
   let pending = 0;
   let error: string | undefined;
-  const reader = await ArchiveReader.open(job.file);
+  const reader = await ArchiveReader.openFiles(job.files);
   try {
     const onBytes = (n: number) => {
       pending += n;

@@ -34,8 +34,11 @@ export interface BundleImage {
   platforms: string[];
   /** Tags the image was known by at the source. */
   tags: string[];
-  /** Where it came from: `registry` or `oci-layout`. */
-  origin: 'registry' | 'oci-layout';
+  /**
+   * Where it came from: `registry`, `oci-layout`, or the source kind that asked for
+   * it (`devfile`: an image a devfile stack needs, or an artifact built from a stack).
+   */
+  origin: string;
   /**
    * Set when `platforms` picked some platforms out of an index: the source
    * index's digest. `digest` then names the one platform manifest kept, or an
@@ -73,4 +76,17 @@ export interface BundleManifest {
   images: BundleImage[];
   /** Set on an update bundle: the base it leaves blobs out of. */
   base?: BundleBase;
+  /** Format 1.1: each source kind's record (what push needs to deliver it), by kind. */
+  sources?: Record<string, unknown>;
+  /** Format 1.1: images left out under `--skip-missing`, reported again by push. */
+  skipped?: SkippedImage[];
+}
+
+/** An image a source needed that could not be found (create --skip-missing). */
+export interface SkippedImage {
+  /** The reference that could not be pulled. */
+  source: string;
+  reason: string;
+  /** Who needed it, e.g. `devfile stack nodejs 2.1.1 (component runtime, stacks/nodejs/2.1.1/devfile.yaml)`. */
+  neededBy: string[];
 }

@@ -48,7 +48,7 @@ const PARALLEL_MIN_BYTES = 64 << 20;
 async function hashAllMembers(reader: ArchiveReader, totalBytes: number, progress?: Progress): Promise<{ members: HashedMember[]; error?: string }> {
   const onBytes = (n: number) => progress?.bytes(n);
   const split = totalBytes >= PARALLEL_MIN_BYTES ? reader.splitFrame() : undefined;
-  const second = split === undefined ? undefined : hashInWorker({ file: reader.path, from: split, to: reader.frames.length }, onBytes);
+  const second = split === undefined ? undefined : hashInWorker({ files: reader.input.paths, from: split, to: reader.frames.length }, onBytes);
   const members: HashedMember[] = [];
   let error: string | undefined;
   try {
@@ -230,6 +230,9 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   }
   for (const p of problems) {
     if (p.member && dependents.has(p.member)) p.images = [...dependents.get(p.member)!].sort();
+    // A bundle in volumes: say which volume to fetch again.
+    const volumes = p.member ? reader.volumesOf(p.member) : [];
+    if (volumes.length && p.kind !== 'unlisted') p.message += ` [in ${volumes.join(', ')}]`;
   }
   return { ok: problems.length === 0, signature: status, images: manifest.images.length, members: manifest.members.length, bytes: totalBytes, problems, ...(base ? { base } : {}) };
 }

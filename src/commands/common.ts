@@ -4,6 +4,8 @@ import { Progress } from '../util/progress.js';
 export interface OutputOptions {
   quiet?: boolean;
   json?: boolean;
+  /** Folders holding more volumes of a bundle written in volumes (--volumes-dir). */
+  volumesDir?: string[];
 }
 
 export function progressFor(opts: OutputOptions): Promise<Progress> {

@@ -1,21 +1,23 @@
-import { constants } from 'node:fs';
-import { createReadStream } from 'node:fs';
-import { access, open, stat, statfs } from 'node:fs/promises';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { constants, createReadStream } from 'node:fs';
+import { access, mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { ArchiveWriter, isCompressedMediaType, type LayoutEntry } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
 import { LeaveOutStore, loadBase } from '../bundle/update.js';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, type LoadedConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats, type ImagePlan } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { pullStoreFactory } from '../store/mirrored-store.js';
 import { loadRegistriesConfig } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { keyId, loadPrivateKey, privateKeyPermissionWarning } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
-import { resolveImages, type SourceImage } from '../sources/images.js';
+import { sourceDateEpoch } from '../oci/image-builder.js';
+import { SOURCE_KINDS } from '../sources/index.js';
+import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
 import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import type { ContentStore } from '../store/store.js';
 import { digestHex, verified } from '../util/digest.js';
@@ -30,6 +32,8 @@ export interface CreateOptions extends OutputOptions {
   signKey?: string;
   force?: boolean;
   continueOnError?: boolean;
+  /** Record images a source needs that cannot be found as skipped, instead of failing. */
+  skipMissing?: boolean;
   /** Carry cosign signatures, attestations and SBOMs (commander's --no-signatures sets false). */
   signatures: boolean;
   concurrency: number;
@@ -67,7 +71,6 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
   const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
   const base = opts.since ? await loadBase(opts.since) : undefined;
-  const created = creationTime(process.env['SOURCE_DATE_EPOCH']);
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
   const keyWarning = opts.signKey ? await privateKeyPermissionWarning(opts.signKey) : undefined;
   if (keyWarning) progress.warn(keyWarning);
@@ -81,7 +84,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     concurrency: opts.concurrency,
     maxConnections: opts.maxConnectionsPerRegistry,
     retries: opts.retries,
-        timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
+    timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
   // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
@@ -89,27 +92,88 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   if (registriesConf?.registries.length) progress.info(`registries configuration: ${registriesConf.file}`);
   const storeFor = pullStoreFactory(registryOpts, registriesConf, { onFallback: (m) => progress.warn(m) });
 
-  progress.phase(`resolving ${config.images.length + config.ociLayouts.length} sources`);
+  const created = sourceDateEpoch() ?? new Date();
+  const scratch: string[] = [];
+  const ctx: CreateContext = {
+    configDir: dirname(config.path),
+    storeFor,
+    concurrency: opts.concurrency,
+    keepGoing: !!opts.continueOnError,
+    skipMissing: !!opts.skipMissing,
+    signatures: opts.signatures,
+    created,
+    progress,
+    async tempDir() {
+      const d = await mkdtemp(join(tmpdir(), 'bundle-create-'));
+      scratch.push(d);
+      return d;
+    },
+  };
+  try {
+    return await createFromSources(config, ctx, opts, { output, signer, started, toolFile, base });
+  } finally {
+    await Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true })));
+  }
+}
+
+/** Plan every source kind the config names, all before anything is downloaded. */
+async function planSources(config: LoadedConfig, ctx: CreateContext): Promise<{ kind: string; plan: SourcePlan }[]> {
+  const planned: { kind: string; plan: SourcePlan }[] = [];
+  for (const kind of SOURCE_KINDS) {
+    const section: unknown = kind.section(config);
+    if (section === undefined) continue;
+    planned.push({ kind: kind.kind, plan: await kind.plan(section, ctx) });
+  }
+  return planned;
+}
+
+/** One image per refName across kinds (two kinds may need the same image). */
+function mergeImages(planned: { plan: SourcePlan }[]): SourceImage[] {
+  const seen = new Map<string, SourceImage>();
+  for (const { plan } of planned) {
+    for (const img of plan.images) {
+      const prior = seen.get(img.refName);
+      if (prior && prior.root.desc.digest !== img.root.desc.digest) {
+        throw new BundleError(`two different images would both be called ${img.refName} in the bundle (${prior.root.desc.digest} and ${img.root.desc.digest})`);
+      }
+      if (!prior) seen.set(img.refName, img);
+    }
+  }
+  return [...seen.values()];
+}
+
+async function createFromSources(
+  config: LoadedConfig,
+  ctx: CreateContext,
+  opts: CreateOptions,
+  run: { output: string; signer: KeyObject | undefined; started: number; toolFile?: string; base?: Awaited<ReturnType<typeof loadBase>> },
+): Promise<number> {
+  const { progress } = ctx;
+  const { output, signer, started, toolFile, base } = run;
+  progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
+  let planned: { kind: string; plan: SourcePlan }[];
   let sources: SourceImage[];
   const failed: { source: string; error: string }[] = [];
   const warnings: string[] = [];
   try {
-    const resolved = await resolveImages(config.images, config.ociLayouts, storeFor, opts.concurrency, opts.continueOnError, opts.signatures);
-    sources = resolved.images;
-    failed.push(...resolved.failures);
-    warnings.push(...resolved.warnings);
+    planned = await planSources(config, ctx);
+    sources = mergeImages(planned);
+    for (const { plan } of planned) failed.push(...plan.failures);
+    for (const { plan } of planned) warnings.push(...(plan.warnings ?? []));
   } catch (err) {
     progress.finishPhase(false);
     throw err;
   }
+  const skipped = planned.flatMap(({ plan }) => plan.skipped);
   progress.finishPhase(failed.length === 0);
   for (const w of warnings) progress.warn(w);
   for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
+  for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
   if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
 
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
-  const opening = ArchiveWriter.create(output, { level: opts.level, created });
+  const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created });
   const images: BundleImage[] = [];
   // Once interrupted, the interruption decides how the command ends (not the errors it causes).
   let interruption: Promise<number> | undefined;
@@ -156,11 +220,11 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   try {
     // 1. Every manifest of every image, in parallel: the whole bundle is known before any layer moves.
     progress.phase(`reading manifests of ${sources.length} images`, sources.length);
-    const planned: { src: SourceImage; plan: ImagePlan }[] = [];
+    const imagePlans: { src: SourceImage; plan: ImagePlan }[] = [];
     await mapLimit(sources, opts.concurrency * 2, async (src) => {
       if (firstError) return;
       try {
-        planned.push({ src, plan: await engineFor(src.store).planImage(src.root) });
+        imagePlans.push({ src, plan: await engineFor(src.store).planImage(src.root) });
         progress.item();
       } catch (err) {
         giveUp(src, err);
@@ -171,7 +235,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     // 2. The layout, fixed by digest order whatever order the bytes arrive in (an update's left-out blobs take no place).
     const entries: LayoutEntry[] = [];
     const blobSizes = new Map<string, number>();
-    for (const { plan } of planned) {
+    for (const { plan } of imagePlans) {
       for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
       for (const b of plan.blobs) {
         if (base?.candidates.has(b.digest)) continue;
@@ -183,11 +247,11 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     await checkFreeSpace(output, entries, progress);
     await writer.layout(entries);
     entries.length = 0;
-    for (const { plan } of planned) plan.inline.clear();
+    for (const { plan } of imagePlans) plan.inline.clear();
     // 3. Every blob of every image at once, under --concurrency slots (a large blob takes several).
-    progress.phase('copying images', planned.length, totalBytes);
+    progress.phase('copying images', imagePlans.length, totalBytes);
     await Promise.all(
-      planned.map(async ({ src, plan }) => {
+      imagePlans.map(async ({ src, plan }) => {
         let copied;
         try {
           copied = await engineFor(src.store).copyPlanned(plan);
@@ -214,6 +278,12 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
     images.sort((a, b) => a.refName.localeCompare(b.refName));
     for (const img of images) writer.addImage(img);
+    const copied = new Map(images.map((i) => [i.refName, i]));
+    const records: Record<string, unknown> = {};
+    for (const { kind, plan } of planned) {
+      const record = plan.record?.(copied);
+      if (record !== undefined) records[kind] = record;
+    }
     let executable: ToolExecutable | undefined;
     if (toolFile) {
       progress.phase('adding the executable');
@@ -224,7 +294,11 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     progress.phase('writing manifest');
     const result = await writer.finish({
       tool: { name: TOOL_NAME, version: TOOL_VERSION, ...(executable ? { executable } : {}) },
-      fields: base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : undefined,
+      fields: {
+        ...(base && destination instanceof LeaveOutStore ? { base: { ...base.record, blobs: destination.leftOut() } } : {}),
+        ...(Object.keys(records).length ? { sources: records } : {}),
+        ...(skipped.length ? { skipped } : {}),
+      },
       sign: signer ? async (payload: Buffer) => signEnvelope(payload, MANIFEST_PAYLOAD_TYPE, signer) : undefined,
     });
     progress.finishPhase();
@@ -243,6 +317,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       stats,
       warnings,
       failed,
+      skipped,
     };
     if (opts.json) printJson(summary);
     else if (!opts.quiet) {
@@ -260,6 +335,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
       }
       if (executable) process.stdout.write(`carries the executable for ${executable.platform} (${humanBytes(executable.size)}), sha256 ${digestHex(executable.digest)}: bundle extract-tool writes it out\n`);
     }
+    if (!opts.json) for (const sk of skipped) process.stdout.write(`SKIPPED ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
     if (failed.length > 0) {
       if (!opts.json) for (const f of failed) process.stdout.write(`NOT BUNDLED ${f.source}: ${f.error}\n`);
       return 1;
@@ -302,13 +378,6 @@ async function checkFreeSpace(output: string, entries: readonly { desc: { digest
 
 /** Blobs up to this size whose media type does not say compressed are read while planning and compressed in memory. */
 const INLINE_BLOB_MAX = 1024 * 1024;
-
-/** The bundle's creation time: SOURCE_DATE_EPOCH (reproducible builds) when set, else now. */
-function creationTime(epoch: string | undefined): Date {
-  if (epoch === undefined || epoch === '') return new Date();
-  if (!/^\d+$/.test(epoch.trim())) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, not "${epoch}"`);
-  return new Date(Number(epoch.trim()) * 1000);
-}
 
 /** The executable --include-tool names, checked before anything is downloaded. */
 async function executableToInclude(option: true | string): Promise<string> {

@@ -34,7 +34,7 @@ export async function extractToolCommand(file: string, opts: ExtractToolOptions)
   if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the file to write`);
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
   const progress = await progressFor(opts);
-  const reader = await ArchiveReader.open(file);
+  const reader = await ArchiveReader.open(file, { volumesDirs: opts.volumesDir });
   try {
     const sig = checkSignature(reader, trusted);
     if (sig.problems.length > 0) throw new BundleError(`refusing to extract from ${file}: ${sig.problems.map((p) => p.message).join('; ')}`, 1);

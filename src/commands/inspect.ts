@@ -12,7 +12,7 @@ export interface InspectOptions extends OutputOptions {
 }
 
 export async function inspectCommand(file: string, opts: InspectOptions): Promise<number> {
-  const reader = await ArchiveReader.open(file);
+  const reader = await ArchiveReader.open(file, { volumesDirs: opts.volumesDir });
   try {
     const m = reader.manifest;
     if (opts.manifestOut) await writeFile(opts.manifestOut, reader.manifestBytes);

@@ -12,6 +12,8 @@ import { destinationRepository, digestTag, parseTarget, type PushTarget } from '
 import { writeMirrorFiles, type MirrorMapping } from '../push/mirror-files.js';
 import { loadTrustedKeys } from '../sign/keys.js';
 import { createRegistryStore, type RegistryStore } from '../store/registry-store.js';
+import { PUSH_PARTS } from '../sources/index.js';
+import type { PushPart } from '../sources/source.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
 import { humanBytes } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -35,6 +37,9 @@ export interface PushOptions extends OutputOptions {
   caFile?: string[];
   authfile?: string;
   destAuthfile?: string;
+  /** Devfile registries: write the offline registry folder here. */
+  devfileOut?: string;
+  devfileIndexTag?: string;
 }
 
 export interface PushItem {
@@ -45,10 +50,20 @@ export interface PushItem {
   destination: string;
 }
 
-export function planPush(images: BundleImage[], target: PushTarget): PushItem[] {
+export function planPush(
+  images: BundleImage[],
+  target: PushTarget,
+  parts: { part: PushPart; record: unknown }[] = [],
+  options: Record<string, unknown> = {},
+): PushItem[] {
+  const overrides = new Map<string, { repository: string; tags: string[] }>();
+  for (const { part, record } of parts) {
+    for (const [ref, d] of part.destinations?.(record, images, target, options) ?? []) overrides.set(ref, d);
+  }
   return images.map((image) => {
-    const repository = destinationRepository(target, sourceRepository(image));
-    const tags = image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)];
+    const o = overrides.get(image.refName);
+    const repository = o?.repository ?? destinationRepository(target, sourceRepository(image));
+    const tags = o?.tags ?? (image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)]);
     return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}` };
   });
 }
@@ -134,7 +149,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
         userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
       });
-  const reader = await ArchiveReader.open(file);
+  const reader = await ArchiveReader.open(file, { volumesDirs: opts.volumesDir });
   try {
     const sig = checkSignature(reader, trusted);
     if (sig.problems.length > 0) {
@@ -146,16 +161,26 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     if (layout.length > 0) {
       throw new BundleError(`refusing to push ${file}: ${layout.slice(0, 3).join('; ')}${layout.length > 3 ? ` and ${layout.length - 3} more` : ''} (bundle verify names everything wrong)`, 1);
     }
-    const plan = planPush(manifest.images, target);
+    const parts = PUSH_PARTS.filter((p) => manifest.sources?.[p.kind] !== undefined);
+    const kindOptions = opts as unknown as Record<string, unknown>;
+    const fullPlan = planPush(manifest.images, target, parts.map((p) => ({ part: p, record: manifest.sources![p.kind] })), kindOptions);
+    // Images a kind delivers itself (e.g. a devfile stack's artifact, rewritten) are left to it.
+    const selfDelivered = new Set(parts.flatMap((p) => [...(p.delivers?.(manifest.sources![p.kind]) ?? [])]));
+    const plan = fullPlan.filter((p) => !selfDelivered.has(p.image.refName));
+    const skipped = manifest.skipped ?? [];
     checkClashes(plan, target);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
-      if (opts.json) printJson({ dryRun: true, target: opts.to, images: plan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes });
+      if (opts.json) printJson({ dryRun: true, target: opts.to, images: fullPlan.map((p) => ({ source: p.image.source, digest: p.image.digest, destination: p.destination, tags: p.tags })), bytes: totalBytes, skipped });
       else {
         process.stdout.write(`would push ${plan.length} images (${humanBytes(totalBytes)} at most) to ${opts.to}:\n`);
         if (manifest.base) process.stdout.write(`this is an update of ${manifest.base.name} (manifest ${manifest.base.digest}): ${opts.to} must hold the ${manifest.base.blobs.length} blobs it leaves out\n`);
-        for (const p of plan) process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')} (${p.image.digest})\n`);
+        for (const p of fullPlan) {
+          const own = selfDelivered.has(p.image.refName) ? ' (its source kind delivers it, rewritten: new digest)' : ` (${p.image.digest})`;
+          process.stdout.write(`  ${p.image.source}\n    -> ${target.registry}/${p.repository}:${p.tags.join(',')}${own}\n`);
+        }
+        for (const sk of skipped) process.stdout.write(`SKIPPED at create ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
       }
       return 0;
     }
@@ -224,6 +249,36 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       });
     const outDir = resolvePath(opts.outDir);
     const files = pushed.length > 0 ? await writeMirrorFiles(outDir, mappings, { insecure: opts.destTlsVerify === false }) : [];
+
+    // Each source kind's part of the delivery (devfile registry, ...), after its images are in.
+    const byRef = new Map(manifest.images.map((i) => [i.refName, i]));
+    const planByRef = new Map(fullPlan.map((p) => [p.image.refName, p]));
+    const reports: Record<string, unknown> = {};
+    for (const part of parts) {
+      try {
+        const done = await part.deliver(manifest.sources![part.kind], {
+          reader,
+          dst,
+          target,
+          images: byRef,
+          destinationOf(image: BundleImage) {
+            const p = planByRef.get(image.refName);
+            if (!p) throw new BundleError(`${image.refName} is not in the bundle`);
+            return { repository: p.repository, tags: p.tags, reference: p.destination };
+          },
+          outDir,
+          options: kindOptions,
+          concurrency: opts.concurrency,
+          progress,
+        });
+        reports[part.kind] = done.report;
+        files.push(...done.files);
+        failures.push(...(done.failures ?? []));
+      } catch (err) {
+        failures.push({ source: part.kind, error: errorMessage(err) });
+        progress.warn(`${part.kind}: ${errorMessage(err)}`);
+      }
+    }
     const summary = {
       bundle: file,
       target: opts.to,
@@ -232,6 +287,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
       stats: engine.stats,
       outDir: files.length ? outDir : null,
       files,
+      skipped,
+      ...(Object.keys(reports).length ? { sources: reports } : {}),
       seconds: (Date.now() - started) / 1000,
     };
     if (opts.json) printJson(summary);
@@ -243,6 +300,8 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
           `${s.imagesSkipped ? `, ${s.imagesSkipped} images already complete` : ''}, in ${summary.seconds.toFixed(1)} s\n`,
       );
       if (files.length) process.stdout.write(`mirror configuration in ${outDir}: ${files.map((f) => f.split('/').pop()).join(', ')}\n`);
+      for (const part of parts) part.printReport?.(reports[part.kind], process.stdout);
+      for (const sk of skipped) process.stdout.write(`SKIPPED at create ${sk.source}: ${sk.reason} (needed by ${sk.neededBy.join('; ')})\n`);
       for (const f of failures) process.stdout.write(`FAILED ${f.source}: ${f.error}\n`);
     }
     await dst.close();

@@ -15,8 +15,8 @@ export const NO_SIGNATURE_WARNING =
 
 export async function verifyCommand(file: string, opts: VerifyOptions): Promise<number> {
   const trusted = opts.key && opts.key.length > 0 ? await loadTrustedKeys(opts.key) : undefined;
-  const reader = await ArchiveReader.open(file);
-  const baseReader = opts.base ? await ArchiveReader.open(opts.base).catch(async (err: unknown) => {
+  const reader = await ArchiveReader.open(file, { volumesDirs: opts.volumesDir });
+  const baseReader = opts.base ? await ArchiveReader.open(opts.base, { volumesDirs: opts.volumesDir }).catch(async (err: unknown) => {
     await reader.close();
     throw err;
   }) : undefined;

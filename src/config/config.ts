@@ -65,6 +65,11 @@ export interface LoadedConfig {
   path: string;
   images: ConfigImage[];
   ociLayouts: ConfigOciLayout[];
+  /**
+   * Every other top-level section (a source kind's, e.g. `devfile`), as validated by
+   * the schema; each kind reads its own (src/sources/).
+   */
+  sections: Record<string, unknown>;
   /** Non-fatal remarks (merged duplicates), each one line with file and line number. */
   warnings: string[];
 }
@@ -300,8 +305,12 @@ export async function parseConfig(text: string, file: string, baseDir: string): 
   }
 
   if (problems.length > 0) refuse(file, problems);
-  if (images.length === 0 && ociLayouts.length === 0) {
+  const sections: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(raw)) {
+    if (!['apiVersion', 'kind', 'images', 'ociLayouts'].includes(key) && v !== undefined && v !== null) sections[key] = v;
+  }
+  if (images.length === 0 && ociLayouts.length === 0 && Object.keys(sections).length === 0) {
     refuse(file, [{ text: 'nothing to bundle: the config lists no images and no ociLayouts' }]);
   }
-  return { path: path.resolve(file), images, ociLayouts, warnings };
+  return { path: path.resolve(file), images, ociLayouts, sections, warnings };
 }

@@ -4,13 +4,14 @@
  * resolved before any blob is downloaded so that a typo fails in seconds.
  */
 import { basename, resolve as resolvePath } from 'node:path';
-import type { CopyRoot } from '../copy/engine.js';
 import { mapLimit } from '../copy/limit.js';
 import { formatReference, parseReference, referenceSelector, repositoryName } from '../oci/reference.js';
 import { OciLayoutStore } from '../store/oci-layout-store.js';
 import type { ContentStore } from '../store/store.js';
 import { BundleError, errorMessage } from '../util/errors.js';
+import type { LoadedConfig } from '../config/config.js';
 import { cosignArtifacts } from './cosign.js';
+import type { ResolveFailure, SourceImage, SourceKind } from './source.js';
 
 export interface ImageSpec {
   ref: string;
@@ -22,24 +23,28 @@ export interface LayoutSpec {
   refs?: string[];
 }
 
-/** An image ready to copy: where it is read from, and what the bundle calls it. */
-export interface SourceImage {
-  store: ContentStore;
-  root: CopyRoot;
-  /** Fully qualified reference, as the bundle manifest records it. */
-  source: string;
-  /** The name index.json gives it. */
-  refName: string;
-  origin: 'registry' | 'oci-layout';
-  tags: string[];
-}
+export type { ResolveFailure, SourceImage } from './source.js';
 
 export type RegistryStoreFactory = (registry: string) => ContentStore;
 
-export interface ResolveFailure {
-  source: string;
-  error: string;
+/** The `images` kind's section: the config's `images` and `ociLayouts`. */
+export interface ImagesSection {
+  images: ImageSpec[];
+  ociLayouts: LayoutSpec[];
 }
+
+/** The first source kind: images from registries and OCI layout folders. */
+export const imagesKind: SourceKind<ImagesSection> = {
+  kind: 'images',
+  section(config: LoadedConfig) {
+    if (config.images.length === 0 && config.ociLayouts.length === 0) return undefined;
+    return { images: config.images.map((i) => ({ ref: i.ref, platforms: i.platforms })), ociLayouts: config.ociLayouts };
+  },
+  async plan(section, ctx) {
+    const r = await resolveImages(section.images, section.ociLayouts, (reg) => ctx.storeFor(reg), ctx.concurrency, ctx.keepGoing, ctx.signatures);
+    return { images: r.images, failures: r.failures, skipped: [], warnings: r.warnings };
+  },
+};
 
 /**
  * Resolve every image of the config. All failures are reported together: as one
