@@ -620,8 +620,33 @@ describe('hostile bundles', () => {
     });
   }
 
-  it('devfile content with paths climbing out of --devfile-out: not tested here, the devfile kind (branch i7-devfile) is not in main yet', () => {
-    assert.equal(existsSync(new URL('../../src/sources/devfile.js', import.meta.url)), false, 'the devfile kind has landed: add its hostile case');
+  it('devfile stack content (archive.tar) with paths climbing out of --devfile-out: refused before anything is written', async () => {
+    // The check push's devfile delivery runs on every stack archive it unpacks into --devfile-out.
+    const { readArchiveTar } = await import('../src/devfile/artifact.js');
+    const tar = (await import('tar-stream')).default;
+    const { gzipSync } = await import('node:zlib');
+    const archive = async (names: string[]) => {
+      const pack = tar.pack();
+      const chunks: Buffer[] = [];
+      pack.on('data', (c: Buffer) => chunks.push(c));
+      const done = new Promise((r) => pack.on('end', r));
+      for (const name of names) pack.entry({ name, size: 2 }, 'x\n');
+      pack.finalize();
+      await done;
+      return gzipSync(Buffer.concat(chunks));
+    };
+    for (const bad of ['../../escaped-devfile', '/abs/escaped-devfile', 'stack/../../../escaped-devfile', './../escaped-devfile']) {
+      const seen: string[] = [];
+      await assert.rejects(
+        readArchiveTar(Readable.from([await archive(['devfile.yaml', bad])]), async (name, _mode, body) => {
+          seen.push(name);
+          for await (const _ of body) void _;
+        }),
+        (err: Error) => err instanceof BundleError && /leaves the stack folder/.test(err.message),
+        bad,
+      );
+      assert.deepEqual(seen, ['devfile.yaml'], `${bad}: nothing past it is handed on to be written`);
+    }
   });
 });
 
