@@ -628,8 +628,10 @@ describe('hostile bundles', () => {
     const archive = async (names: string[]) => {
       const pack = tar.pack();
       const chunks: Buffer[] = [];
-      pack.on('data', (c: Buffer) => chunks.push(c));
-      const done = new Promise((r) => pack.on('end', r));
+      pack.on('data', (c: unknown) => {
+        chunks.push(c as Buffer);
+      });
+      const done = new Promise<void>((r) => pack.on('end', () => r()));
       for (const name of names) pack.entry({ name, size: 2 }, 'x\n');
       pack.finalize();
       await done;
