@@ -36,21 +36,11 @@ import { BundleError } from '../src/util/errors.js';
 import binding from 'zstd-napi/binding.js';
 import { assertNoStack, runBundle, runBundleRss, type RunResult } from './helpers/cli.js';
 import { handImage, writeHandmadeBundle, type HandImage } from './helpers/handmade.js';
+import { rng } from './helpers/seeded.js';
 import { startProxy, type RunningProxy } from './helpers/proxy.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { joinFrames, replaceControlMembers, splitFrames } from './helpers/tamper.js';
 
-/** Seeded generator (mulberry32): the same cases on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const pick = (r: () => number, n: number): number => Math.floor(r() * n);
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;

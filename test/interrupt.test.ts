@@ -12,27 +12,18 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArchiveReader } from '../src/archive/reader.js';
 import { verifyBundle } from '../src/bundle/verify.js';
 import { generateKeyPair, loadTrustedKeys } from '../src/sign/keys.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
-import { buildTestImages, skopeoCopy } from './helpers/images.js';
+import { buildTestImages, layoutLayerDigests, skopeoCopy } from './helpers/images.js';
+import { rng } from './helpers/seeded.js';
 import { startProxy, type RequestInfo, type RunningProxy } from './helpers/proxy.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
+import { startRegistry, targetState, type RunningRegistry } from './helpers/registry.js';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let work: string;
 let reg: RunningRegistry;
@@ -48,12 +39,7 @@ before(async () => {
   reg = await startRegistry();
   proxy = await startProxy(reg.host, { onRequest: (r) => onRequest(r) });
   const set = await buildTestImages(join(work, 'layout'), { layerBytes: 512 * 1024 });
-  layerDigests = new Set();
-  for (const f of await readdir(join(set.layoutDir, 'blobs', 'sha256'))) {
-    const text = await readFile(join(set.layoutDir, 'blobs', 'sha256', f), 'latin1');
-    const layers = text.startsWith('{') ? (JSON.parse(text) as { layers?: unknown }).layers : undefined;
-    if (Array.isArray(layers)) for (const l of layers as { digest: string }[]) layerDigests.add(l.digest);
-  }
+  layerDigests = await layoutLayerDigests(set.layoutDir);
   for (const ref of ['app-one', 'app-two', 'multi']) await skopeoCopy(set.layoutDir, ref, `${reg.host}/src/${ref}:1`);
   await writeFile(join(work, 'registry.yaml'), `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n${['app-one', 'app-two', 'multi'].map((r) => `  - ${proxy.host}/src/${r}:1\n`).join('')}`);
   const keys = await generateKeyPair(join(work, 'site'));
@@ -70,22 +56,6 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-/** `repo:tag -> digest` under `prefix/`, read from the registry's own API (not through the tool). */
-async function targetState(prefix: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const catalog = (await (await fetch(`http://${reg.host}/v2/_catalog?n=1000`)).json()) as { repositories: string[] };
-  for (const repo of catalog.repositories.filter((r) => r.startsWith(`${prefix}/`))) {
-    const tags = ((await (await fetch(`http://${reg.host}/v2/${repo}/tags/list`)).json()) as { tags: string[] | null }).tags ?? [];
-    for (const tag of tags) {
-      const res = await fetch(`http://${reg.host}/v2/${repo}/manifests/${tag}`, {
-        method: 'HEAD',
-        headers: { accept: 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' },
-      });
-      out.set(`${repo.slice(prefix.length + 1)}:${tag}`, res.headers.get('docker-content-digest') ?? '?');
-    }
-  }
-  return out;
-}
 
 const push = (prefix: string, onSpawn?: (c: ChildProcess) => void) =>
   runBundle(['push', bundle, '--to', `${proxy.host}/${prefix}`, '--key', pub, '--out-dir', join(work, `${prefix}-out`)], { onSpawn });
@@ -100,7 +70,7 @@ describe('push killed with SIGKILL', () => {
     const clean = await push('clean');
     assert.equal(clean.code, 0, clean.stderr);
     const total = proxy.requests.length;
-    const expected = await targetState('clean');
+    const expected = await targetState(reg.host, 'clean');
     assert.ok(expected.size >= 3 && total > 20, `${expected.size} tags, ${total} requests`);
 
     const r = rng(31);
@@ -128,7 +98,7 @@ describe('push killed with SIGKILL', () => {
       const resent = proxy.requests.filter((q) => q.method === 'PUT' && /\/blobs\/uploads\//.test(q.path) && before.has(new URL(q.url, 'http://x').searchParams.get('digest')!));
       assert.deepEqual(resent, []);
       resentNever += before.size;
-      assert.deepEqual(await targetState(prefix), expected, `after a kill at request ${point}: the target holds what a clean push leaves`);
+      assert.deepEqual(await targetState(reg.host, prefix), expected, `after a kill at request ${point}: the target holds what a clean push leaves`);
     }
     assert.ok(resentNever > 0, 'some kills came after completed uploads');
   });

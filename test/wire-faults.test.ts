@@ -16,9 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPair } from '../src/sign/keys.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
-import { buildTestImages, skopeoCopy } from './helpers/images.js';
+import { buildTestImages, layoutLayerDigests, skopeoCopy } from './helpers/images.js';
 import { startProxy, type FaultKind, type RequestInfo, type RunningProxy } from './helpers/proxy.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
+import { startRegistry, targetState, type RunningRegistry } from './helpers/registry.js';
 
 const EPOCH = '1767225600';
 const KINDS: FaultKind[] = ['drop', 500, 502, 503, 429, 'stall', 'truncate'];
@@ -42,12 +42,7 @@ before(async () => {
   reg = await startRegistry();
   proxy = await startProxy(reg.host);
   const set = await buildTestImages(join(work, 'layout'), { layerBytes: 256 * 1024 });
-  layers = new Set();
-  for (const f of await readdir(join(set.layoutDir, 'blobs', 'sha256'))) {
-    const text = await readFile(join(set.layoutDir, 'blobs', 'sha256', f), 'latin1');
-    const l = text.startsWith('{') ? (JSON.parse(text) as { layers?: unknown }).layers : undefined;
-    if (Array.isArray(l)) for (const x of l as { digest: string }[]) layers.add(x.digest);
-  }
+  layers = await layoutLayerDigests(set.layoutDir);
   for (const ref of REFS) await skopeoCopy(set.layoutDir, ref, `${reg.host}/src/${ref}:1`);
   config = join(work, 'bundle.yaml');
   await writeFile(config, `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n${REFS.map((r) => `  - ${proxy.host}/src/${r}:1\n`).join('')}`);
@@ -71,22 +66,6 @@ function push(prefix: string, extra: string[] = []) {
   return runBundle(['push', join(work, 'clean.airgap'), '--to', `${proxy.host}/${prefix}`, '--key', key.publicPath, '--out-dir', join(work, `${prefix}-out`), '--timeout', TIMEOUT, ...extra]);
 }
 
-/** `repo:tag -> digest` under `prefix/`, from the registry's own API. */
-async function targetState(prefix: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const catalog = (await (await fetch(`http://${reg.host}/v2/_catalog?n=1000`)).json()) as { repositories: string[] };
-  for (const repo of catalog.repositories.filter((r) => r.startsWith(`${prefix}/`))) {
-    const tags = ((await (await fetch(`http://${reg.host}/v2/${repo}/tags/list`)).json()) as { tags: string[] | null }).tags ?? [];
-    for (const tag of tags) {
-      const res = await fetch(`http://${reg.host}/v2/${repo}/manifests/${tag}`, {
-        method: 'HEAD',
-        headers: { accept: 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' },
-      });
-      out.set(`${repo.slice(prefix.length + 1)}:${tag}`, res.headers.get('docker-content-digest') ?? '?');
-    }
-  }
-  return out;
-}
 
 const faulted = () => proxy.requests.filter((r) => r.fault !== undefined);
 
@@ -108,7 +87,7 @@ describe('faults on 10 % of requests', () => {
     proxy.reset();
     const p0 = await push('clean');
     assert.equal(p0.code, 0, p0.stderr);
-    const expected = await targetState('clean');
+    const expected = await targetState(reg.host, 'clean');
     proxy.reset();
     proxy.setChaos({ seed: 202, rate: 0.1, kinds: KINDS });
     const p = await push('chaos');
@@ -119,7 +98,7 @@ describe('faults on 10 % of requests', () => {
     t.diagnostic(`push: ${hit.length} of ${proxy.requests.length} requests faulted: ${hit.map((r) => `${r.fault} ${r.method}`).join(', ')}`);
     assert.ok(hit.length >= 2, `${hit.length} faults injected`);
     assert.ok(expected.size >= 3);
-    assert.deepEqual(await targetState('chaos'), expected);
+    assert.deepEqual(await targetState(reg.host, 'chaos'), expected);
   });
 });
 
@@ -139,8 +118,8 @@ describe('each kind alone', () => {
       const p = await push(`kind-${kind}`);
       assert.equal(p.code, 0, p.stdout + p.stderr);
       assert.equal(faulted().length, 1, 'the fault was injected');
-      assert.equal((await targetState(`kind-${kind}`)).size, (await targetState('clean')).size);
-      assert.deepEqual([...(await targetState(`kind-${kind}`)).values()].sort(), [...(await targetState('clean')).values()].sort());
+      assert.equal((await targetState(reg.host, `kind-${kind}`)).size, (await targetState(reg.host, 'clean')).size);
+      assert.deepEqual([...(await targetState(reg.host, `kind-${kind}`)).values()].sort(), [...(await targetState(reg.host, 'clean')).values()].sort());
     });
   }
 });

@@ -174,3 +174,15 @@ export async function buildManyImages(dir: string, count: number): Promise<{ lay
   await b.save();
   return { layoutDir: dir, refs };
 }
+
+/** Digests of every layer the manifests of an OCI layout name. */
+export async function layoutLayerDigests(layoutDir: string): Promise<Set<string>> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const out = new Set<string>();
+  for (const f of await readdir(join(layoutDir, 'blobs', 'sha256'))) {
+    const text = await readFile(join(layoutDir, 'blobs', 'sha256', f), 'latin1');
+    const layers = text.startsWith('{') ? (JSON.parse(text) as { layers?: unknown }).layers : undefined;
+    if (Array.isArray(layers)) for (const l of layers as { digest: string }[]) out.add(l.digest);
+  }
+  return out;
+}

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { Transform } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { rng } from './seeded.js';
 
 export interface RequestInfo {
   method: string;
@@ -241,16 +242,9 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const tokensIssued: string[] = [];
   const valid = new Set<string>();
   let selfHost = '';
-  // mulberry32: the seeded schedule of chaos faults.
+  // The seeded schedule of chaos faults.
   let chaosOpts = opts.chaos;
-  let chaosState = (opts.chaos?.seed ?? 0) >>> 0;
-  const chaosNext = (): number => {
-    chaosState = (chaosState + 0x6d2b79f5) >>> 0;
-    let t = chaosState;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  let chaosNext = rng(opts.chaos?.seed ?? 0);
   let events = 0;
 
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -420,7 +414,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     },
     setChaos(c) {
       chaosOpts = c;
-      chaosState = (c?.seed ?? 0) >>> 0;
+      chaosNext = rng(c?.seed ?? 0);
     },
     reset() {
       requests.length = 0;
