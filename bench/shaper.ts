@@ -22,6 +22,9 @@ export interface RunningShaper {
   host: string;
   /** Bytes carried server -> client. */
   bytesDown(): number;
+  /** Bytes carried server -> client per 100 ms since `mark()`, for a profile of a run. */
+  timeline(): number[];
+  mark(): void;
   connections(): number;
   stop(): Promise<void>;
 }
@@ -129,6 +132,8 @@ export async function startShaper(opts: ShaperOptions): Promise<RunningShaper> {
   const oneWay = opts.rttMs / 2;
   let carried = 0;
   let conns = 0;
+  let t0 = performance.now();
+  let buckets: number[] = [];
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     conns++;
@@ -137,7 +142,12 @@ export async function startShaper(opts: ShaperOptions): Promise<RunningShaper> {
     sockets.add(server);
     const handshakeDone = performance.now() + opts.rttMs;
     new Pipe(client, server, oneWay, opts.perConnection, up, () => undefined, handshakeDone);
-    new Pipe(server, client, oneWay, opts.perConnection, down, (n) => (carried += n), handshakeDone);
+    new Pipe(server, client, oneWay, opts.perConnection, down, (n) => {
+      carried += n;
+      const b = Math.floor((performance.now() - t0) / 100);
+      while (buckets.length <= b) buckets.push(0);
+      buckets[b]! += n;
+    }, handshakeDone);
     const close = (): void => {
       client.destroy();
       server.destroy();
@@ -154,6 +164,11 @@ export async function startShaper(opts: ShaperOptions): Promise<RunningShaper> {
   return {
     host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
     bytesDown: () => carried,
+    timeline: () => [...buckets],
+    mark: () => {
+      t0 = performance.now();
+      buckets = [];
+    },
     connections: () => conns,
     stop: () =>
       new Promise<void>((resolve) => {

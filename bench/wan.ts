@@ -47,6 +47,7 @@ interface BlobRef {
   repo: string;
   digest: string;
   size: number;
+  manifest: boolean;
 }
 
 /** Every unique blob of the data set (manifests included) with a repository that has it. */
@@ -56,11 +57,11 @@ async function uniqueBlobs(layoutDir: string): Promise<BlobRef[]> {
   const index = JSON.parse(await readFile(path.join(layoutDir, 'index.json'), 'utf8')) as { manifests: { digest: string; size: number; annotations?: Record<string, string> }[] };
   const out = new Map<string, BlobRef>();
   const walk = async (repo: string, digest: string, size: number): Promise<void> => {
-    out.set(digest, { repo, digest, size });
+    out.set(digest, { repo, digest, size, manifest: true });
     const m = await read(digest);
     for (const d of (m['manifests'] as { digest: string; size: number }[] | undefined) ?? []) await walk(repo, d.digest, d.size);
     const blobs = [m['config'], ...((m['layers'] as unknown[] | undefined) ?? [])].filter(Boolean) as { digest: string; size: number }[];
-    for (const b of blobs) if (!out.has(b.digest)) out.set(b.digest, { repo, digest: b.digest, size: b.size });
+    for (const b of blobs) if (!out.has(b.digest)) out.set(b.digest, { repo, digest: b.digest, size: b.size, manifest: false });
   };
   for (const e of index.manifests) {
     const ref = e.annotations?.['org.opencontainers.image.ref.name'];
@@ -69,6 +70,28 @@ async function uniqueBlobs(layoutDir: string): Promise<BlobRef[]> {
   }
   return [...out.values()];
 }
+
+/** Time before the first blob bytes, time the link ran at >= 90 % of its rate, and the rest. */
+function linkProfile(buckets: number[], totalMs: number, rate: number): string {
+  const perBucket = rate / 10;
+  const first = buckets.findIndex((b) => b > perBucket * 0.05);
+  const last = buckets.length - 1 - [...buckets].reverse().findIndex((b) => b > perBucket * 0.05);
+  const full = buckets.filter((b) => b >= perBucket * 0.9).length;
+  const busy = buckets.slice(first, last + 1);
+  const mean = busy.reduce((n, b) => n + b, 0) / Math.max(1, busy.length) / perBucket;
+  return (
+    `${((first * 100) / 1000).toFixed(1)} s before blob bytes flowed (start-up, resolving, manifests), ` +
+    `${((busy.length * 100) / 1000).toFixed(1)} s of transfer at ${(mean * 100).toFixed(0)} % of the link on average ` +
+    `(${((full * 100) / 1000).toFixed(1)} s at >= 90 %), ${Math.max(0, totalMs / 1000 - ((last + 1) * 100) / 1000).toFixed(1)} s after the last byte (manifest, signature, fsync, exit)`
+  );
+}
+
+const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
 
 async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');
@@ -105,14 +128,22 @@ export async function runWanScenario(opts: {
       create: ['node', bin, 'create', '-c', cfg, '-o', airgap, '--force', '--json', '--quiet', ...WAN.createArgs],
       skopeoSyncs: IMAGE_REFS.map((i) => ['skopeo', 'sync', '--all', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', `${shaper.host}/${i.repo}:${i.tag}`, skDir]),
       skopeoPack: pipelineArgv(`tar -C ${q(skDir)} -cf - . | zstd -T0 -q -f -o ${q(skArchive)}`),
-      curl: ['curl', '-sS', '--fail', '--parallel', '--parallel-max', String(WAN.curls), ...blobs.flatMap((b) => ['-o', '/dev/null', `http://${shaper.host}/v2/${b.repo}/blobs/${b.digest}`])],
+      // Manifests by digest from /manifests/ (with an Accept for every manifest type), the rest from /blobs/.
+      curl: [
+        'curl', '-sS', '--fail', '--parallel', '--parallel-max', String(WAN.curls), '-H', `Accept: ${MANIFEST_ACCEPT}`,
+        ...blobs.flatMap((b) => ['-o', '/dev/null', `http://${shaper.host}/v2/${b.repo}/${b.manifest ? 'manifests' : 'blobs'}/${b.digest}`]),
+      ],
     };
     const s = { create: [] as RunOutcome[], skopeo: [] as RunOutcome[], curl: [] as RunOutcome[] };
     const hashes: string[] = [];
+    /** Where the time of the last bundle create went, from the link's point of view. */
+    let createProfile = '';
     const contenders = {
       async create(): Promise<void> {
         await rm(airgap, { force: true });
+        shaper.mark();
         const r = await run(cmd.create, { env });
+        createProfile = linkProfile(shaper.timeline(), r.ms, WAN.linkMBps * 1e6);
         s.create.push(r);
         hashes.push(await sha256File(airgap));
         log(`  WAN bundle create     ${sec(r.ms).padStart(7)} s  ${MB(r.rssKiB * 1024).padStart(7)} MB RSS  -> ${MB((await stat(airgap)).size)} MB`);
@@ -170,13 +201,14 @@ export async function runWanScenario(opts: {
         `BENCH_WAN_SCALE=${WAN.scale}: ${ds.blobCount} unique blobs, ${MB(ds.uniqueBlobBytes)} MB (largest layer ${MB(ds.biggestLayer)} MB); link floor ${sec(floorMs)} s.`,
       '',
       `- WAN bundle create: ${all(s.create)}; skopeo: ${all(s.skopeo)}; ${WAN.curls} parallel curls: ${all(s.curl)}`,
+      `- where the last WAN bundle create spent its time, seen at the link (100 ms buckets of bytes the proxy delivered): ${createProfile}`,
       '',
       '```sh',
       `# WAN (PROXY = the shaping proxy in front of the source registry; SOURCE_DATE_EPOCH=${env.SOURCE_DATE_EPOCH})`,
       show(cmd.create),
       ...cmd.skopeoSyncs.map(show),
       show(cmd.skopeoPack),
-      `curl -sS --fail --parallel --parallel-max ${WAN.curls} -o /dev/null http://PROXY/v2/REPO/blobs/DIGEST ...   # every unique blob, ${blobs.length} URLs`,
+      `curl -sS --fail --parallel --parallel-max ${WAN.curls} -H 'Accept: <manifest types>' -o /dev/null http://PROXY/v2/REPO/{blobs,manifests}/DIGEST ...   # every unique blob and manifest, ${blobs.length} URLs`,
       '```',
     ].map((l) => l.split(shaper.host).join('PROXY'));
     return { rows, lines };

@@ -70,9 +70,9 @@ ${EXIT_DOC}`,
       .option('-f, --force', 'replace the output file if it exists')
       .option('--no-signatures', 'leave out cosign signatures, attestations and SBOMs (tags sha256-<digest>.sig/.att/.sbom), carried by default')
       .option('--continue-on-error', 'bundle what can be fetched; list the images that failed and exit 1 (default: stop at the first failure)')
+      .option('--skip-missing', "record an image a source needs (a devfile stack's, a release's, a catalog's, an image stream's) that its registry no longer has as skipped, listed by create and push, instead of failing")
       .addOption(new Option('--concurrency <n>', 'downloads in flight at once, over all registries (a large layer is fetched as several range requests)').argParser(parsePositiveInt).default(16))
       .addOption(new Option('--max-connections-per-registry <n>', 'connections open to one registry at most, so a public registry is not hammered').argParser(parsePositiveInt).default(16))
-      .option('--skip-missing', "record an image a source needs (a devfile stack's) that cannot be pulled as skipped, listed by create and push, instead of failing")
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
       .addOption(new Option('--timeout <seconds>', TIMEOUT_DOC).argParser(parseSeconds).default(120))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
@@ -100,6 +100,17 @@ Example config (bundle.yaml):
     registries: [{path: ./registry}]    # a checkout of github.com/devfile/registry
     stacks: [nodejs, go@2.6.0]          # default: every stack
     indexBase: quay.io/devfile/devfile-index-base:next
+  releases:                       # OpenShift: payload, components, signatures
+    - image: quay.io/openshift-release-dev/ocp-release:4.15.0-x86_64
+  operators:                      # a catalog filtered to what is asked
+    - catalog: registry.redhat.io/redhat/redhat-operator-index:v4.15
+      packages: [{ name: web-terminal, channels: [fast], minVersion: 1.8.0 }]
+  repositories:                   # whole repositories (/v2/_catalog + tags/list)
+    - registry: registry.example.com:5000
+      include: ["openshift/*"]
+      tags: '^(latest|5\\..*)$'
+  imageStreams:                   # oc get is -n openshift -o yaml > is.yaml
+    - path: ./is.yaml
 
 Example:
   $ bundle create -c bundle.yaml -o july.airgap --sign-key site.key
@@ -167,7 +178,8 @@ ${EXIT_DOC}`,
       .option('--keep-registry-host', 'keep the source host in the path: quay.io/ns/app:1.2 lands at HOST/PREFIX/quay.io/ns/app:1.2 (a port joins with -)')
       .option('--dry-run', 'print the plan and push nothing')
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
-      .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf go', './airgap-push-out')
+      .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf (and the OpenShift files) go', './airgap-push-out')
+      .option('--release-repo <repo>', 'repository (under the --to prefix) for OpenShift release payloads and their components', 'openshift/release')
       .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
       .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
@@ -192,6 +204,9 @@ before anything is sent; --keep-registry-host keeps them apart.
 A bundle with a devfile registry also gets: every stack version rewritten for the target
 (images, starter projects as <name>-offline.zip) at <to>/devfile-catalog/<stack>:<version>,
 a devfile-index image at <to>/devfile-index:<tag>, and with --devfile-out the folder.
+OpenShift content also gets install-config-mirrors.yaml (imageContentSources /
+imageDigestSources), release-signatures.yaml, catalogsource-*.yaml and
+samples-operator-patch.yaml in --out-dir (see README, "For OpenShift administrators").
 
 Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub

@@ -163,7 +163,7 @@ describe('config: refusals', () => {
   it('reports an unknown top-level key with the expected keys and a suggestion', async () => {
     await refused(
       HEAD + 'imagez:\n  - alpine\n',
-      /^FILE:3: unknown key "imagez" at the top level \(expected apiVersion, kind, images, ociLayouts, devfile; did you mean "images"\?\)$/,
+      /^FILE:3: unknown key "imagez" at the top level \(expected apiVersion, kind, images, ociLayouts, [^)]*releases, operators, repositories, imageStreams[^)]*; did you mean "images"\?\)$/,
     );
   });
 
@@ -196,7 +196,7 @@ describe('config: refusals', () => {
     await refused('', /^FILE: the config is empty; expected apiVersion: airgap\.bundle\/v1alpha1/);
     await refused('# just a comment\n', /^FILE: the config is empty/);
     await refused('- alpine\n', /^FILE:1: expected a mapping with apiVersion, kind and what to bundle/);
-    await refused(HEAD, /^FILE: nothing to bundle: the config lists no images and no ociLayouts$/);
+    await refused(HEAD, /^FILE: nothing to bundle: the config lists no images, ociLayouts, releases, operators, repositories or imageStreams$/);
     await refused(HEAD + 'images: []\nociLayouts: []\n', /^FILE: nothing to bundle/);
   });
 
@@ -258,5 +258,49 @@ describe('config: the devfile section', () => {
     await refused(`${HEAD}devfile:\n  registries: [{path: ./r}]\n  stacks: ["Node JS"]\n`, /^FILE:5: devfile\.stacks\[0\]: "Node JS" is not a stack name/m);
     await refused(`${HEAD}devfile:\n  registries:\n    - {path: ./r, url: "https://x"}\n`, /^FILE:5: devfile\.registries\[0\]/m);
     await refused(`${HEAD}devfile:\n  stacks: [nodejs]\n`, /devfile: .*registries/);
+  });
+});
+
+describe('config: OpenShift sections', () => {
+  it('loads releases, operators, repositories and imageStreams, references normalised and paths resolved', async () => {
+    await writeFile(path.join(dir, 'conf', 'is.yaml'), 'kind: List\nitems: []\n');
+    const file = await write(
+      HEAD +
+        [
+          'releases:',
+          '  - image: quay.io/openshift-release-dev/ocp-release:4.15.0-x86_64',
+          '    signatureStore: none',
+          'operators:',
+          '  - catalog: registry.redhat.io/redhat/redhat-operator-index:v4.15',
+          '    packages:',
+          '      - name: web-terminal',
+          '        channels: [fast]',
+          '        minVersion: 1.8.0',
+          'repositories:',
+          '  - registry: registry.example.com:5000',
+          '    include: ["openshift/*"]',
+          "    tags: '^(latest|5\\..*)$'",
+          'imageStreams:',
+          '  - path: ./is.yaml',
+        ].join('\n'),
+    );
+    const c: LoadedConfig = await loadConfig(file);
+    assert.deepEqual(c.releases, [{ image: 'quay.io/openshift-release-dev/ocp-release:4.15.0-x86_64', signatureStore: 'none' }]);
+    assert.equal(c.operators[0]!.packages![0]!.minVersion, '1.8.0');
+    assert.equal(c.repositories[0]!.tags, '^(latest|5\\..*)$');
+    assert.deepEqual(c.imageStreams, [{ path: path.join(dir, 'conf', 'is.yaml') }]);
+    assert.deepEqual(c.sections, {});
+  });
+
+  it('names the line and path of each mistake', async () => {
+    await refused(HEAD + 'releases:\n  - image: quay.io/x/y:1\n    signatures: none\n', /^FILE:5: releases\[0\]: unknown key "signatures"/);
+    await refused(HEAD + 'releases:\n  - image: quay.io/x/y:1\n    signatureStore: ftp://x\n', /^FILE:5: releases\[0\]\.signatureStore: "ftp:\/\/x" is not a signature store; expected an http\(s\) URL/);
+    await refused(HEAD + 'repositories:\n  - registry: r.example.com\n    tags: "(["\n', /^FILE:5: repositories\[0\]\.tags: not a regular expression/);
+    await refused(HEAD + 'imageStreams:\n  - path: ./nowhere.yaml\n', /^FILE:4: imageStreams\[0\]\.path: "\.\/nowhere\.yaml" does not exist/);
+    await refused(
+      HEAD + 'operators:\n  - catalog: quay.io/c/i:1\n    packages:\n      - name: a\n      - name: a\n',
+      /^FILE:7: operators\[0\]\.packages\[1\]\.name: package a is listed twice/,
+    );
+    await refused(HEAD + 'operators:\n  - catalog: quay.io/c/i:1\n    packages:\n      - name: a\n        minVersion: one\n', /^FILE:7: operators\[0\]\.packages\[0\]\.minVersion: "one" is not a version/);
   });
 });

@@ -134,19 +134,19 @@ describe('bundle manifest schema', () => {
   it('a newer minor: unknown keys at every level and unknown extensible values are accepted, carried and listed', () => {
     const m = valid() as unknown as Rec;
     m.formatVersion = `1.${Number(FORMAT_VERSION.split('.')[1]) + 1}`;
-    m.sources = { operators: [{ name: 'java' }] }; // a kind a later minor adds
-    m.extensions = { x: 1 };
+    m.laterField = { devfile: [{ name: 'java' }] };
+    m.sources = { helmCharts: [{ name: 'nginx' }] }; // a kind a later minor adds
     (m.tool as Rec).commit = 'abc';
     member(m, 0).compressed = true;
     image(m, 0).origin = 'devfile-registry';
     image(m, 0).annotations = { a: 'b' };
     assert.equal(validateManifest(m), m);
     assert.deepEqual(unknownFields(m).sort(), [
-      '"extensions"',
+      '"laterField"',
       'images[0]."annotations"',
       'images[0].origin = "devfile-registry"',
       'members[0]."compressed"',
-      'sources."operators"',
+      'sources."helmCharts"',
       'tool."commit"',
     ]);
     assert.deepEqual(unknownFields(valid()), []);

@@ -210,6 +210,23 @@ describe('parallel, ranged create', () => {
     }
   });
 
+  it('--max-connections-per-registry bounds the requests to one registry in flight at once', async () => {
+    const isBlobGet = (r: { method: string; path: string }): boolean => r.method === 'GET' && r.path.includes('/blobs/');
+    // Every blob request is held a moment, so requests that run at once overlap at the proxy.
+    const proxy = await startProxy(src.host, { faults: [{ match: isBlobGet, times: 1000, kind: 'delay', delayMs: 100 }] });
+    try {
+      await assertSameBlobs(await create(proxy.host, 'maxconn', ['--concurrency', '16', '--max-connections-per-registry', '2']));
+      const gets = proxy.requests.filter(isBlobGet);
+      const events = gets.flatMap((g) => [{ at: g.arrived, d: 1 }, { at: g.done!, d: -1 }]).sort((a, b) => a.at - b.at);
+      let open = 0;
+      let most = 0;
+      for (const e of events) most = Math.max(most, (open += e.d));
+      assert.equal(most, 2, `at most ${most} blob requests were in flight at once`);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('Ctrl-C while ranges are downloading leaves no file', async () => {
     const proxy = await startProxy(src.host, {
       faults: [{ match: (r) => r.method === 'GET' && r.path.endsWith(`/blobs/${big.digest}`), times: 100, kind: 'delay', delayMs: 5000 }],

@@ -156,9 +156,9 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
 
   /**
    * Frames `from`..`to`-1 from `stream`, which starts at frame `from`'s first byte.
-   * `progress(i)` is told of each frame written. `hashed` false: the stream proves itself.
+   * `hashed` false: the stream proves itself. `cut`: the stream goes on past the part (stop there).
    */
-  const consume = async (stream: Readable, from: number, to: number, progress: (i: number) => void, hashed: boolean): Promise<void> => {
+  const consume = async (stream: Readable, from: number, to: number, hashed: boolean, cut = false): Promise<void> => {
     let i = from;
     let pieces: Buffer[] = [];
     let have = 0;
@@ -166,6 +166,10 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
     for await (const chunk of stream) {
       let buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
       while (buf.length > 0) {
+        if (i >= to && cut) {
+          stream.destroy();
+          return;
+        }
         if (i >= to) throw new OversizeError(`${what}: the source sent more bytes than asked for`);
         const take = Math.min(buf.length, need - have);
         pieces.push(take === buf.length ? buf : buf.subarray(0, take));
@@ -177,7 +181,6 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
             src.onBytes?.(need); // a stream that proves itself reports its own progress
             await hasher.done(i, pieces);
           }
-          progress(i);
           pieces = [];
           have = 0;
           i++;
@@ -199,7 +202,7 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
   /** One request for the whole blob. */
   const whole = async (stream: Readable, release: () => void, hashed: boolean): Promise<void> => {
     try {
-      await consume(stream, 0, geo.frames, () => undefined, hashed);
+      await consume(stream, 0, geo.frames, hashed);
     } catch (err) {
       stream.destroy();
       throw err;
@@ -224,13 +227,10 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
 
   const openRange = src.openRange;
   const rangeOf = (from: number, to: number): ByteRange => ({ start: geo.contentStart(from), end: geo.contentEnd(to - 1) });
-  const openPart = async (from: number, to: number): Promise<Readable> => {
+  /** A part's stream; a source that sent the whole blob instead (from its start) is cut at the part's end. */
+  const openPart = async (from: number, to: number): Promise<{ stream: Readable; cut: boolean }> => {
     const r = await openRange(rangeOf(from, to));
-    if (r.whole) {
-      r.stream.destroy();
-      throw new BundleError(`${what}: the source answered a range request with the whole blob`);
-    }
-    return r.stream;
+    return { stream: r.stream, cut: r.whole };
   };
 
   /**
@@ -242,8 +242,9 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
     const release = pre?.release ?? (await acquire());
     let stream = pre?.stream;
     try {
-      stream ??= await openPart(first, end);
-      await consume(stream, first, end, () => undefined, true);
+      let cut = false;
+      if (!stream) ({ stream, cut } = await openPart(first, end));
+      await consume(stream, first, end, true, cut);
     } catch (err) {
       stream?.destroy();
       throw err;

@@ -220,11 +220,11 @@ async function createFromSources(
   try {
     // 1. Every manifest of every image, in parallel: the whole bundle is known before any layer moves.
     progress.phase(`reading manifests of ${sources.length} images`, sources.length);
-    const imagePlans: { src: SourceImage; plan: ImagePlan }[] = [];
+    const plans: { src: SourceImage; plan: ImagePlan }[] = [];
     await mapLimit(sources, opts.concurrency * 2, async (src) => {
       if (firstError) return;
       try {
-        imagePlans.push({ src, plan: await engineFor(src.store).planImage(src.root) });
+        plans.push({ src, plan: await engineFor(src.store).planImage(src.root) });
         progress.item();
       } catch (err) {
         giveUp(src, err);
@@ -235,7 +235,7 @@ async function createFromSources(
     // 2. The layout, fixed by digest order whatever order the bytes arrive in (an update's left-out blobs take no place).
     const entries: LayoutEntry[] = [];
     const blobSizes = new Map<string, number>();
-    for (const { plan } of imagePlans) {
+    for (const { plan } of plans) {
       for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
       for (const b of plan.blobs) {
         if (base?.candidates.has(b.digest)) continue;
@@ -247,11 +247,11 @@ async function createFromSources(
     await checkFreeSpace(output, entries, progress);
     await writer.layout(entries);
     entries.length = 0;
-    for (const { plan } of imagePlans) plan.inline.clear();
+    for (const { plan } of plans) plan.inline.clear();
     // 3. Every blob of every image at once, under --concurrency slots (a large blob takes several).
-    progress.phase('copying images', imagePlans.length, totalBytes);
+    progress.phase('copying images', plans.length, totalBytes);
     await Promise.all(
-      imagePlans.map(async ({ src, plan }) => {
+      plans.map(async ({ src, plan }) => {
         let copied;
         try {
           copied = await engineFor(src.store).copyPlanned(plan);

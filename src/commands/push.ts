@@ -48,6 +48,8 @@ export interface PushItem {
   tags: string[];
   /** First destination reference, `host/repo:tag`. */
   destination: string;
+  /** False for artifacts clusters do not pull (release signatures): no mirror-file entry. */
+  mirror?: boolean;
 }
 
 export function planPush(
@@ -56,7 +58,7 @@ export function planPush(
   parts: { part: PushPart; record: unknown }[] = [],
   options: Record<string, unknown> = {},
 ): PushItem[] {
-  const overrides = new Map<string, { repository: string; tags: string[] }>();
+  const overrides = new Map<string, { repository: string; tags: string[]; mirror?: boolean }>();
   for (const { part, record } of parts) {
     for (const [ref, d] of part.destinations?.(record, images, target, options) ?? []) overrides.set(ref, d);
   }
@@ -64,7 +66,7 @@ export function planPush(
     const o = overrides.get(image.refName);
     const repository = o?.repository ?? destinationRepository(target, sourceRepository(image));
     const tags = o?.tags ?? (image.tags.length > 0 ? [...image.tags] : [digestTag(image.digest)]);
-    return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}` };
+    return { image, repository, tags, destination: `${target.registry}/${repository}:${tags[0]}`, ...(o?.mirror === false ? { mirror: false } : {}) };
   });
 }
 
@@ -168,7 +170,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     const selfDelivered = new Set(parts.flatMap((p) => [...(p.delivers?.(manifest.sources![p.kind]) ?? [])]));
     const plan = fullPlan.filter((p) => !selfDelivered.has(p.image.refName));
     const skipped = manifest.skipped ?? [];
-    checkClashes(plan, target);
+    checkClashes(fullPlan, target);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {
@@ -235,7 +237,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
 
     const mappings: MirrorMapping[] = pushed
       // Images from OCI layouts count when they are named by a full reference (registry host included).
-      .filter((p) => p.image.origin === 'registry' || namesRegistry(p.image.source))
+      .filter((p) => p.mirror !== false && (p.image.origin === 'registry' || namesRegistry(p.image.source)))
       .map((p) => {
         const src = parseReference(p.image.source);
         return {

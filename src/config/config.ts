@@ -60,11 +60,48 @@ export interface ConfigOciLayout {
   refs?: string[];
 }
 
+export interface ConfigRelease {
+  image: string;
+  signatureStore?: string;
+  platforms?: string[];
+}
+
+export interface ConfigOperatorPackage {
+  name: string;
+  channels?: string[];
+  minVersion?: string;
+  maxVersion?: string;
+}
+
+export interface ConfigOperatorCatalog {
+  catalog: string;
+  packages?: ConfigOperatorPackage[];
+  full?: boolean;
+  platforms?: string[];
+}
+
+export interface ConfigRepositorySet {
+  registry: string;
+  include?: string[];
+  exclude?: string[];
+  tags?: string;
+  pageSize?: number;
+}
+
+export interface ConfigImageStreamFile {
+  /** Absolute path, resolved relative to the config file's directory. */
+  path: string;
+}
+
 export interface LoadedConfig {
   /** Absolute path of the config file. */
   path: string;
   images: ConfigImage[];
   ociLayouts: ConfigOciLayout[];
+  releases: ConfigRelease[];
+  operators: ConfigOperatorCatalog[];
+  repositories: ConfigRepositorySet[];
+  imageStreams: ConfigImageStreamFile[];
   /**
    * Every other top-level section (a source kind's, e.g. `devfile`), as validated by
    * the schema; each kind reads its own (src/sources/).
@@ -74,11 +111,18 @@ export interface LoadedConfig {
   warnings: string[];
 }
 
+/** The OpenShift sections, read here with their references normalised and files found. */
+const OPENSHIFT_SECTIONS = ['releases', 'operators', 'repositories', 'imageStreams'] as const;
+
 /** The config as the schema describes it. */
 interface RawConfig {
   apiVersion: string;
   kind: string;
   ociLayouts?: { path: string; refs?: string[] }[];
+  releases?: ConfigRelease[];
+  operators?: ConfigOperatorCatalog[];
+  repositories?: ConfigRepositorySet[];
+  imageStreams?: { path: string }[];
 }
 
 let compiled: ValidateFunction | undefined;
@@ -304,13 +348,62 @@ export async function parseConfig(text: string, file: string, baseDir: string): 
     ociLayouts.push(refs ? { path: resolved, refs } : { path: resolved });
   }
 
+  const openshift = await openShiftSections(raw, baseDir, loc, problems);
   if (problems.length > 0) refuse(file, problems);
   const sections: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(raw)) {
-    if (!['apiVersion', 'kind', 'images', 'ociLayouts'].includes(key) && v !== undefined && v !== null) sections[key] = v;
+    if (!['apiVersion', 'kind', 'images', 'ociLayouts', ...OPENSHIFT_SECTIONS].includes(key) && v !== undefined && v !== null) sections[key] = v;
   }
-  if (images.length === 0 && ociLayouts.length === 0 && Object.keys(sections).length === 0) {
-    refuse(file, [{ text: 'nothing to bundle: the config lists no images and no ociLayouts' }]);
+  const count = images.length + ociLayouts.length + Object.keys(sections).length + OPENSHIFT_SECTIONS.reduce((n, k) => n + openshift[k].length, 0);
+  if (count === 0) {
+    refuse(file, [{ text: 'nothing to bundle: the config lists no images, ociLayouts, releases, operators, repositories or imageStreams' }]);
   }
-  return { path: path.resolve(file), images, ociLayouts, sections, warnings };
+  return { path: path.resolve(file), images, ociLayouts, ...openshift, sections, warnings };
+}
+
+/** The OpenShift sections: references and regular expressions checked, ImageStream files found. */
+async function openShiftSections(
+  raw: RawConfig,
+  baseDir: string,
+  loc: Locator,
+  problems: Located[],
+): Promise<Pick<LoadedConfig, 'releases' | 'operators' | 'repositories' | 'imageStreams'>> {
+  const problem = (where: PathSegment[], text: string): void => {
+    problems.push({ line: loc.line(where), text: `${formatPath(where)}: ${text}` });
+  };
+  const normalised = (ref: string, where: PathSegment[]): string => {
+    try {
+      return formatReference(parseReference(ref));
+    } catch (err) {
+      problem(where, errorMessage(err));
+      return ref;
+    }
+  };
+  const releases = (raw.releases ?? []).map((r, i) => ({ ...r, image: normalised(r.image, ['releases', i, 'image']) }));
+  const operators = (raw.operators ?? []).map((o, i) => {
+    const names = new Set<string>();
+    (o.packages ?? []).forEach((p, j) => {
+      if (names.has(p.name)) problem(['operators', i, 'packages', j, 'name'], `package ${p.name} is listed twice`);
+      names.add(p.name);
+    });
+    return { ...o, catalog: normalised(o.catalog, ['operators', i, 'catalog']) };
+  });
+  const repositories = (raw.repositories ?? []).map((r, i) => {
+    if (r.tags !== undefined) {
+      try {
+        new RegExp(r.tags);
+      } catch (err) {
+        problem(['repositories', i, 'tags'], `not a regular expression: ${errorMessage(err)}`);
+      }
+    }
+    return r;
+  });
+  const imageStreams: ConfigImageStreamFile[] = [];
+  for (const [i, entry] of (raw.imageStreams ?? []).entries()) {
+    const resolved = path.resolve(baseDir, entry.path);
+    const st = await stat(resolved).catch(() => undefined);
+    if (!st?.isFile()) problem(['imageStreams', i, 'path'], `${JSON.stringify(entry.path)} ${st ? 'is not a file' : 'does not exist'}`);
+    else imageStreams.push({ path: resolved });
+  }
+  return { releases, operators, repositories, imageStreams };
 }

@@ -7,6 +7,11 @@
  *   icsp.yaml         legacy ImageContentSourcePolicy (operator.openshift.io/v1alpha1)
  *   registries.conf   containers-registries.conf(5) v2 drop-in for podman/CRI-O hosts
  *
+ * and, for an OpenShift release (writeInstallConfigSources):
+ *
+ *   install-config-digest-sources.yaml   `imageDigestSources` for install-config.yaml (4.14+)
+ *   install-config-content-sources.yaml  `imageContentSources`, the older form
+ *
  * Every file starts with comment lines saying what it is and how to apply it.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -46,6 +51,8 @@ const FILES = {
   itms: 'itms.yaml',
   icsp: 'icsp.yaml',
   registriesConf: 'registries.conf',
+  digestSources: 'install-config-digest-sources.yaml',
+  contentSources: 'install-config-content-sources.yaml',
 } as const;
 
 /** A Kubernetes object name (DNS-1123 subdomain). */
@@ -100,10 +107,15 @@ function header(lines: string[]): string {
   return lines.map((l) => (l ? `# ${l}` : '#')).join('\n') + '\n';
 }
 
-function yamlFile(comment: string[], obj: unknown): string {
-  const doc = new Document(obj);
-  doc.commentBefore = comment.map((l) => ` ${l}`).join('\n');
-  return doc.toString({ lineWidth: 0 });
+/** YAML documents (one or several, `---` between them) under comment lines. */
+export function yamlFile(comment: string[], ...objs: unknown[]): string {
+  return objs
+    .map((obj, i) => {
+      const doc = new Document(obj);
+      if (i === 0) doc.commentBefore = comment.map((l) => ` ${l}`).join('\n');
+      return doc.toString({ lineWidth: 0 });
+    })
+    .join('---\n');
 }
 
 /** A TOML basic string. */
@@ -229,5 +241,37 @@ export async function writeMirrorFiles(outDir: string, mappings: MirrorMapping[]
     }
   }
   await write(FILES.registriesConf, toml.join('\n'));
+  return written;
+}
+
+/**
+ * The install-config.yaml snippets for a mirrored release: `imageDigestSources`
+ * (4.14+) and `imageContentSources` (older), each `{mirrors, source}` per source
+ * repository, as `oc adm release mirror` prints them. Returns the paths written.
+ */
+export async function writeInstallConfigSources(outDir: string, sources: ReadonlyMap<string, Iterable<string>>): Promise<string[]> {
+  const entries = sortedUnique(sources.keys()).map((source) => ({ mirrors: sortedUnique(sources.get(source)!), source }));
+  if (entries.length === 0) return [];
+  await mkdir(outDir, { recursive: true });
+  const files: [string, string][] = [
+    [
+      FILES.digestSources,
+      yamlFile(['For install-config.yaml (OpenShift 4.14+): the installer pulls the release from the mirror.', 'Copy this key into install-config.yaml.'], {
+        imageDigestSources: entries,
+      }),
+    ],
+    [
+      FILES.contentSources,
+      yamlFile(['For install-config.yaml (OpenShift 4.13 and older): the legacy form of install-config-digest-sources.yaml. Use one or the other.'], {
+        imageContentSources: entries,
+      }),
+    ],
+  ];
+  const written: string[] = [];
+  for (const [file, content] of files) {
+    const p = path.join(outDir, file);
+    await writeFile(p, content, 'utf8');
+    written.push(p);
+  }
   return written;
 }

@@ -142,10 +142,10 @@ export class RetryPolicy {
   }
 
   /**
-   * Called before every attempt of every request of this registry: waits out a
-   * registry-wide pause (see slowDown), and a retry (`retry` > 0) also its own
-   * delay: the server's Retry-After when it sent one (capped), else
-   * exponential backoff.
+   * Called once before every attempt of every request of this registry (first
+   * attempts and protocol steps with `retry` 0): waits out a registry-wide
+   * pause (see slowDown), and a retry (`retry` > 0) also its own delay: the
+   * server's Retry-After when it sent one (capped), else exponential backoff.
    */
   async admit(retry: number, retryAfterMs: number | undefined, signal?: AbortSignal): Promise<void> {
     let until = this.pausedUntil;

@@ -91,10 +91,7 @@ export async function resolveImages(
         })
       ).flat()
     : [];
-  if (failures.length > 0 && !keepGoing) {
-    const lines = failures.map((f) => `${f.source}: ${f.error}`);
-    throw new BundleError(lines.length === 1 ? `cannot resolve ${lines[0]}` : `cannot resolve ${lines.length} sources:\n  ${lines.join('\n  ')}`);
-  }
+  if (failures.length > 0 && !keepGoing) throw resolutionError(failures);
   const all = [...resolved, ...companions, ...fromLayouts];
   const seen = new Map<string, SourceImage>();
   for (const img of all) {
@@ -105,6 +102,12 @@ export async function resolveImages(
     seen.set(img.refName, img);
   }
   return { images: [...seen.values()], failures, warnings };
+}
+
+/** One error naming every source that could not be resolved. */
+export function resolutionError(failures: ResolveFailure[]): BundleError {
+  const lines = failures.map((f) => `${f.source}: ${f.error}`);
+  return new BundleError(lines.length === 1 ? `cannot resolve ${lines[0]}` : `cannot resolve ${lines.length} sources:\n  ${lines.join('\n  ')}`);
 }
 
 async function resolveRegistryImage(spec: ImageSpec, registryStore: RegistryStoreFactory): Promise<SourceImage> {

@@ -6,15 +6,28 @@
  * manifest schema's `sources`.
  */
 import { devfileKind, devfilePushPart } from './devfile.js';
+import { imageStreamsPushPart, operatorsPushPart, releasesPushPart, repositoriesPushPart } from '../push/openshift.js';
+import { operatorsKind } from './catalog.js';
 import { imagesKind } from './images.js';
+import { imageStreamsKind } from './imagestreams.js';
+import { releasesKind } from './release.js';
+import { repositoriesKind } from './repositories.js';
 import type { PushPart, SourceKind } from './source.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const SOURCE_KINDS: readonly SourceKind<any>[] = [
   imagesKind,
   devfileKind,
+  releasesKind,
+  operatorsKind,
+  repositoriesKind,
+  imageStreamsKind,
 ];
 
 export const PUSH_PARTS: readonly PushPart[] = [
   devfilePushPart,
+  releasesPushPart,
+  operatorsPushPart,
+  repositoriesPushPart,
+  imageStreamsPushPart,
 ];

@@ -106,7 +106,7 @@ export interface PushContext {
 export interface PushPart {
   readonly kind: string;
   /** Optional: where this kind's images land, by refName (others keep the default mapping). */
-  destinations?(record: unknown, images: BundleImage[], target: PushTarget, options: Record<string, unknown>): Map<string, { repository: string; tags: string[] }>;
+  destinations?(record: unknown, images: BundleImage[], target: PushTarget, options: Record<string, unknown>): Map<string, { repository: string; tags: string[]; mirror?: boolean }>;
   /** Optional: refNames this kind delivers itself (the generic image push leaves them alone). */
   delivers?(record: unknown): Set<string>;
   /** After the images are pushed: build and push derived content, write files; returns its report section. */

@@ -33,7 +33,7 @@ import type { Descriptor } from '../oci/types.js';
 import { RegistryNetworkError } from '../registry/errors.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { matchesRegistry, pullPlan, type Endpoint, type RegistriesConf } from '../registry/registries-conf.js';
-import { BundleError, errorMessage } from '../util/errors.js';
+import { BundleError, errorMessage, NotFoundError } from '../util/errors.js';
 import { createRegistryStore, type RegistryStore } from './registry-store.js';
 import type { ByteRange, ContentStore, ManifestBytes, RangeResult } from './store.js';
 
@@ -136,7 +136,7 @@ export class MirroredStore implements ContentStore {
     // Absent everywhere reads as "not found", as a plain registry store says it (cosign look-ups rely on it).
     const notFound = failures.every((f) => isConnectionFailure(f.err) || (f.err instanceof Error && / not found$/.test(f.err.message)) || errorMessage(f.err) === 'unreachable');
     if (notFound && failures.some((f) => !isConnectionFailure(f.err) && errorMessage(f.err) !== 'unreachable')) {
-      throw new BundleError(`${orig} (per ${file}; tried ${tried}) not found`);
+      throw new NotFoundError(`${orig} (per ${file}; tried ${tried}) not found`);
     }
     throw new BundleError(`${orig} (per ${file}) failed at every location: ${tried}`, last instanceof BundleError ? last.exitCode : 1);
   }

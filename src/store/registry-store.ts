@@ -3,7 +3,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Descriptor } from '../oci/types.js';
-import { BundleError, DigestMismatchError } from '../util/errors.js';
+import { DigestMismatchError, NotFoundError } from '../util/errors.js';
 import { RegistryClient, type RegistryOptions } from '../registry/client.js';
 import type { ByteRange, ManifestBytes, PutBlobOptions, PutResult, RangeResult, WritableContentStore } from './store.js';
 
@@ -19,7 +19,7 @@ export class RegistryStore implements WritableContentStore {
   async resolve(repo: string, reference: string): Promise<Descriptor> {
     const desc = await this.client.headManifest(repo, reference);
     if (!desc) {
-      throw new BundleError(`${this.client.registry}/${repo}${reference.includes(':') ? '@' : ':'}${reference} not found`);
+      throw new NotFoundError(`${this.client.registry}/${repo}${reference.includes(':') ? '@' : ':'}${reference} not found`);
     }
     return desc;
   }
@@ -70,6 +70,16 @@ export class RegistryStore implements WritableContentStore {
       wrote = true;
     }
     return wrote ? 'written' : 'exists';
+  }
+
+  /** Every repository the registry lists (`/v2/_catalog`, all pages). */
+  listRepositories(pageSize?: number): Promise<string[]> {
+    return this.client.catalog({ pageSize });
+  }
+
+  /** Every tag of a repository (`tags/list`, all pages). */
+  listTags(repo: string, pageSize?: number): Promise<string[]> {
+    return this.client.listTags(repo, { pageSize });
   }
 
   async close(): Promise<void> {

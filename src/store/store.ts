@@ -33,6 +33,10 @@ export interface ContentStore {
    * registry that ignores `Range`).
    */
   openBlobRange?(repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult>;
+  /** Registries only: every repository listed by `/v2/_catalog`, following its pages. */
+  listRepositories?(pageSize?: number): Promise<string[]>;
+  /** Registries only: every tag of a repository, following its pages. */
+  listTags?(repo: string, pageSize?: number): Promise<string[]>;
 }
 
 /** Bytes [start, end) of a blob. */

@@ -32,6 +32,13 @@ export class DigestMismatchError extends BundleError {
   }
 }
 
+/** What was asked for does not exist at the source (a manifest answered 404). */
+export class NotFoundError extends BundleError {
+  constructor(message: string) {
+    super(message, 1);
+  }
+}
+
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);

@@ -250,7 +250,15 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const info: RequestInfo = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', ...(req.headers.range ? { range: req.headers.range } : {}) };
-    const record: RecordedRequest = { ...info, status: 0, bodyBytes: 0, bodyComplete: false, authorized: req.headers.authorization !== undefined, arrived: ++events, arrivedAt: Date.now() };
+    const record: RecordedRequest = {
+      ...info,
+      status: 0,
+      bodyBytes: 0,
+      bodyComplete: false,
+      authorized: req.headers.authorization !== undefined,
+      arrived: ++events,
+      arrivedAt: Date.now(),
+    };
     requests.push(record);
     opts.onRequest?.(info);
     req.on('end', () => (record.bodyComplete = true));
