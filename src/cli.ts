@@ -82,6 +82,7 @@ ${EXIT_DOC}`,
       .option('--authfile <file>', 'registry credentials (auth.json / Docker config / OpenShift pull secret)')
       .option('--src-authfile <file>', 'credentials for the source registries (overrides --authfile)')
       .option('--registries-conf <file>', 'containers-registries.conf(5) for pulls: mirrors, rewritten locations, insecure and blocked registries (default: ~/.config/containers/registries.conf, else /etc/containers/registries.conf, when present)')
+      .option('--volume-size <size>', 'write volumes NAME.001, NAME.002, ... of at most this size (4GiB, 700MB, 5MiB; fat32 = 4 GiB - 1 byte) for small or FAT32 media; cat joins them into the single file')
       .option('--since <bundle>', 'make an update bundle: leave out every blob this earlier bundle (or its manifest, saved by inspect --manifest-out) carried')
       .option('--include-tool [executable]', 'carry the standalone executable in the bundle, signed with it (default: this executable, or the one npm run package built); bundle extract-tool writes it out')
       .addHelpText(
@@ -180,7 +181,7 @@ ${EXIT_DOC}`,
       .option('--recheck', 'check every blob even of images whose tags already point at the same digest')
       .option('--out-dir <dir>', 'where mapping.txt, idms.yaml, itms.yaml, icsp.yaml, registries.conf (and the OpenShift files) go', './airgap-push-out')
       .option('--release-repo <repo>', 'repository (under the --to prefix) for OpenShift release payloads and their components', 'openshift/release')
-      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder')
+      .option('--devfile-out <dir>', 'devfile registries: also write the offline registry folder (index.json, stacks/, samples/) into this new or empty folder (checked before anything is sent)')
       .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))

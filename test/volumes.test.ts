@@ -7,7 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, rename, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -64,6 +64,35 @@ after(async () => {
 });
 
 describe('bundles in volumes', () => {
+  it('create --volume-size writes volumes of at most that size whose concatenation is the single-file bundle, byte for byte', async () => {
+    const dir = join(work, 'made');
+    await mkdir(dir);
+    const stem = join(dir, 'july.airgap');
+    const r = await runBundle(['create', '-c', join(work, 'bundle.yaml'), '-o', stem, '--sign-key', join(work, 'site.key'), '--volume-size', '5MiB', '--json'], {
+      env: { SOURCE_DATE_EPOCH: '1700000000' },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as { volumes: string[] };
+    const names = (await readdir(dir)).sort();
+    assert.deepEqual(names, report.volumes.map((v) => v.split('/').pop()).sort(), 'nothing but the volumes is left in the folder');
+    assert.ok(names.length >= 3 && names.every((n, i) => n === `july.airgap.${String(i + 1).padStart(3, '0')}`), names.join(', '));
+    const parts = await Promise.all(names.map((n) => readFile(join(dir, n))));
+    for (const p of parts.slice(0, -1)) assert.equal(p.length, VOLUME, 'every volume but the last is full');
+    assert.ok(parts.at(-1)!.length <= VOLUME);
+    assert.ok(Buffer.concat(parts).equals(await readFile(single)), 'cat of the volumes is the single-file bundle');
+    // stock tools read the joined volumes
+    const { stdout } = await run('sh', ['-c', `cat '${dir}'/july.airgap.0* | zstd -dc | tar t`], { maxBuffer: 1 << 20 });
+    assert.ok(stdout.split('\n').includes('index.json'));
+    const v = await runBundle(['verify', join(dir, names[1]!), '--key', pub]);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    // --force replaces the set; a smaller set leaves no stale volume behind
+    const again = await runBundle(['create', '-c', join(work, 'bundle.yaml'), '-o', stem, '--sign-key', join(work, 'site.key'), '--volume-size', '8MiB', '--force']);
+    assert.equal(again.code, 0, again.stderr);
+    const after = (await readdir(dir)).sort();
+    assert.ok(after.length < names.length, after.join(', '));
+    assert.equal((await runBundle(['verify', stem, '--key', pub])).code, 0);
+  });
+
   it('verify, inspect and push read the volumes where they lie, from any one of them', async () => {
     const vols = await splitInto(single, join(work, 'whole'), 'july.airgap');
     assert.ok(vols.length >= 3, `${vols.length} volumes`);

@@ -5,7 +5,7 @@
  * another implementation.
  */
 import { read as fsRead } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 
 export interface PositionalOutput {
   /** Write `buffers` (logically concatenated) at `position`; resolves when all are handed to the OS. */
@@ -15,6 +15,10 @@ export interface PositionalOutput {
   truncate(size: number): Promise<void>;
   sync(): Promise<void>;
   close(): Promise<void>;
+  /** After close(): put the output under its final name(s); returns them. */
+  commit(): Promise<string[]>;
+  /** Close and delete whatever was written under temporary names. */
+  discard(): Promise<void>;
 }
 
 /** writev takes at most IOV_MAX (1024) buffers per call. */
@@ -23,12 +27,24 @@ const IOV_MAX = 1024;
 export class FileOutput implements PositionalOutput {
   private constructor(
     readonly path: string,
+    private readonly finalPath: string,
     private readonly fh: FileHandle,
   ) {}
 
-  static async create(path: string): Promise<FileOutput> {
+  /** Write `path` (a temporary name); commit() renames it to `finalPath`. */
+  static async create(path: string, finalPath: string): Promise<FileOutput> {
     // Read and write: frames written ahead of their turn are read back to be hashed.
-    return new FileOutput(path, await open(path, 'w+', 0o644));
+    return new FileOutput(path, finalPath, await open(path, 'w+', 0o644));
+  }
+
+  async commit(): Promise<string[]> {
+    await rename(this.path, this.finalPath);
+    return [this.finalPath];
+  }
+
+  async discard(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    await rm(this.path, { force: true });
   }
 
   async write(buffers: readonly Buffer[], position: number): Promise<void> {

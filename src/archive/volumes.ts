@@ -12,6 +12,7 @@ import { read as fsRead } from 'node:fs';
 import { open as openFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { BundleError, errorMessage, UsageError } from '../util/errors.js';
+import type { PositionalOutput } from './positional-file.js';
 
 /** The name of volume `n` (1-based) of `file`: `july.airgap.003`. */
 export function volumeName(file: string, n: number): string {
@@ -188,7 +189,7 @@ export function volumeSizeProblems(input: RandomAccessInput): string[] {
 }
 
 /** Positional writes spread over volume files of at most `volumeSize` bytes, written under temporary names. */
-export class VolumeOutput {
+export class VolumeOutput implements PositionalOutput {
   private readonly files = new Map<number, FileHandle>();
   private size = 0;
 
@@ -280,13 +281,16 @@ export class VolumeOutput {
     return Math.max(1, Math.ceil(this.size / this.volumeSize));
   }
 
-  /** Rename every temporary volume into place; returns the final paths. */
+  /** Rename every temporary volume into place, the last one (which ends the bundle) last; returns the final paths. */
   async commit(): Promise<string[]> {
     const out: string[] = [];
-    for (let n = 1; n <= this.volumeCount(); n++) {
+    const count = this.volumeCount();
+    for (let n = 1; n <= count; n++) {
       await rename(this.tempPath(n), volumeName(this.finalPath, n));
       out.push(volumeName(this.finalPath, n));
     }
+    // Volumes of an earlier set under the same name (--force) would read as part of this one.
+    for (let n = count + 1; await stat(volumeName(this.finalPath, n)).catch(() => undefined); n++) await rm(volumeName(this.finalPath, n));
     return out;
   }
 

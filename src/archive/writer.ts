@@ -12,7 +12,7 @@
  * digest order. Same inputs and creation time, same bytes.
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -31,6 +31,7 @@ import type { ManifestBytes, PutBlobOptions, PutResult, WritableContentStore } f
 import { digestHex, sha256Digest, VerifyingStream, verifyBuffer } from '../util/digest.js';
 import { BundleError, DigestMismatchError } from '../util/errors.js';
 import { FileOutput, type PositionalOutput } from './positional-file.js';
+import { volumeName, VolumeOutput } from './volumes.js';
 import { fillRawRegion, RawGeometry } from './raw-fill.js';
 import { encodeFileHeader, padding, TAR_BLOCK } from './tar.js';
 import { encodeRawFrame, encodeSeekTable, FrameCompressor, type SeekEntry } from './zstd-frames.js';
@@ -60,6 +61,8 @@ export interface ArchiveWriterOptions {
   level?: number;
   /** Creation time: tar mtimes and the manifest's `created` (default now). */
   created?: Date;
+  /** Write volumes `<path>.001`, `.002`, ... of at most this many bytes instead of one file. */
+  volumeSize?: number;
 }
 
 export interface FinishOptions {
@@ -107,6 +110,8 @@ export class ArchiveWriter implements WritableContentStore {
   private readonly created: Date;
   private readonly compressor: FrameCompressor;
   private out: PositionalOutput | undefined;
+  /** The output, kept after close() for commit or discard. */
+  private sink: PositionalOutput | undefined;
   /** File position where the pending (appended) bytes begin. */
   private flushed = 0;
   private pending: Buffer[] = [];
@@ -144,11 +149,13 @@ export class ArchiveWriter implements WritableContentStore {
    * is removed first: `staleRemoved` names them.
    */
   static async create(finalPath: string, opts: ArchiveWriterOptions = {}): Promise<ArchiveWriter> {
-    const tempPath = path.join(path.dirname(finalPath), `${path.basename(finalPath)}.partial-${process.pid}`);
+    const suffix = `.partial-${process.pid}`;
+    const tempPath = opts.volumeSize ? `${volumeName(finalPath, 1).replace(/1$/, '*')}${suffix}` : path.join(path.dirname(finalPath), `${path.basename(finalPath)}${suffix}`);
     const stale = await removeStaleTemporaries(finalPath);
     const w = new ArchiveWriter(finalPath, tempPath, opts);
     w.staleRemoved = stale;
-    w.out = await FileOutput.create(tempPath);
+    w.sink = opts.volumeSize ? new VolumeOutput(finalPath, opts.volumeSize, suffix) : await FileOutput.create(tempPath, finalPath);
+    w.out = w.sink;
     try {
       await w.writeBufferMember(OCI_LAYOUT_MEMBER, OCI_LAYOUT_CONTENT, OCI_LAYOUT_MEDIA_TYPE, false);
     } catch (err) {
@@ -363,7 +370,7 @@ export class ArchiveWriter implements WritableContentStore {
   }
 
   /** Write index.json, the manifest, its DSSE envelope, the tar end and the seek table; fsync; rename into place. */
-  async finish(opts: FinishOptions): Promise<{ path: string; size: number; manifest: BundleManifest }> {
+  async finish(opts: FinishOptions): Promise<{ path: string; size: number; manifest: BundleManifest; files: string[] }> {
     this.assertOpen();
     this.state = 'finishing';
     try {
@@ -425,10 +432,10 @@ export class ArchiveWriter implements WritableContentStore {
       await out.sync();
       await out.close();
       this.out = undefined;
-      await rename(this.tempPath, this.path);
+      const files = await out.commit();
       await syncDir(path.dirname(this.path));
       this.state = 'done';
-      return { path: this.path, size: this.flushed, manifest };
+      return { path: files.length === 1 && files[0] === this.path ? this.path : files[0]!, size: this.flushed, manifest, files };
     } catch (err) {
       await this.abort();
       throw err;
@@ -445,7 +452,7 @@ export class ArchiveWriter implements WritableContentStore {
       this.pending = [];
       this.pendingBytes = 0;
       if (out) await out.close().catch(() => undefined);
-      await rm(this.tempPath, { force: true });
+      await this.sink?.discard();
     })();
     return this.aborting;
   }
@@ -774,12 +781,14 @@ function headBytes(parts: readonly Buffer[], n: number): Buffer {
 /** Remove `<finalPath>.partial-<pid>` files whose process is gone; the paths removed. */
 async function removeStaleTemporaries(finalPath: string): Promise<string[]> {
   const dir = path.dirname(finalPath);
-  const prefix = `${path.basename(finalPath)}.partial-`;
+  // `<name>.partial-<pid>`, or for volumes `<name>.<nnn>.partial-<pid>`.
+  const pattern = new RegExp(`^${path.basename(finalPath).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\.\\d{3})?\\.partial-(\\d+)$`);
   const names = await readdir(dir).catch(() => [] as string[]);
   const removed: string[] = [];
   for (const name of names) {
-    if (!name.startsWith(prefix)) continue;
-    const pid = Number(name.slice(prefix.length));
+    const m = pattern.exec(name);
+    if (!m) continue;
+    const pid = Number(m[2]);
     if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processRuns(pid)) continue;
     const file = path.join(dir, name);
     await rm(file, { force: true });

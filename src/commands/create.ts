@@ -1,7 +1,8 @@
 import { constants, createReadStream } from 'node:fs';
 import { access, mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath, basename } from 'node:path';
+import { parseVolumeSize, volumeName } from '../archive/volumes.js';
 import { ArchiveWriter, isCompressedMediaType, type LayoutEntry } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
 import { LeaveOutStore, loadBase } from '../bundle/update.js';
@@ -53,6 +54,8 @@ export interface CreateOptions extends OutputOptions {
   includeTool?: boolean | string;
   /** Make an update bundle: leave out the blobs this bundle (or saved manifest) carried. */
   since?: string;
+  /** Write volumes of at most this size (`4GiB`, `fat32`, ...). */
+  volumeSize?: string;
 }
 
 export async function createCommand(opts: CreateOptions): Promise<number> {
@@ -66,9 +69,13 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   await access(dirname(output), constants.W_OK).catch(() => {
     throw new UsageError(`-o ${opts.output}: the folder ${dirname(output)} is not writable`);
   });
+  const volumeSize = opts.volumeSize ? parseVolumeSize(opts.volumeSize) : undefined;
   const existing = await stat(output).catch(() => undefined);
   if (existing?.isDirectory()) throw new UsageError(`-o ${opts.output} is a directory; name the .airgap file to write`);
   if (existing && !opts.force) throw new UsageError(`${opts.output} exists; pass --force to replace it`);
+  if (volumeSize && !opts.force && (await stat(volumeName(output, 1)).catch(() => undefined))) {
+    throw new UsageError(`${volumeName(opts.output, 1)} exists; pass --force to replace the volumes`);
+  }
   const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
   const base = opts.since ? await loadBase(opts.since) : undefined;
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
@@ -110,7 +117,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     },
   };
   try {
-    return await createFromSources(config, ctx, opts, { output, signer, started, toolFile, base });
+    return await createFromSources(config, ctx, opts, { output, signer, started, toolFile, base, volumeSize });
   } finally {
     await Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true })));
   }
@@ -146,10 +153,10 @@ async function createFromSources(
   config: LoadedConfig,
   ctx: CreateContext,
   opts: CreateOptions,
-  run: { output: string; signer: KeyObject | undefined; started: number; toolFile?: string; base?: Awaited<ReturnType<typeof loadBase>> },
+  run: { output: string; signer: KeyObject | undefined; started: number; toolFile?: string; base?: Awaited<ReturnType<typeof loadBase>>; volumeSize?: number },
 ): Promise<number> {
   const { progress } = ctx;
-  const { output, signer, started, toolFile, base } = run;
+  const { output, signer, started, toolFile, base, volumeSize } = run;
   progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
   let planned: { kind: string; plan: SourcePlan }[];
   let sources: SourceImage[];
@@ -173,7 +180,7 @@ async function createFromSources(
 
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
-  const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created });
+  const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created, volumeSize });
   const images: BundleImage[] = [];
   // Once interrupted, the interruption decides how the command ends (not the errors it causes).
   let interruption: Promise<number> | undefined;
@@ -306,6 +313,7 @@ async function createFromSources(
     const blobBytes = result.manifest.members.reduce((n, m) => n + m.size, 0);
     const summary = {
       bundle: result.path,
+      volumes: result.files.length > 1 || volumeSize ? result.files : null,
       size: result.size,
       images: images.length,
       members: result.manifest.members.length,
@@ -326,6 +334,12 @@ async function createFromSources(
           `${humanBytes(blobBytes)} of content in ${humanBytes(result.size)}, ` +
           `${signer ? `signed by key ${summary.signedBy}` : 'UNSIGNED'}, in ${summary.seconds.toFixed(1)} s\n`,
       );
+      if (volumeSize) {
+        process.stdout.write(
+          `in ${result.files.length} volume${result.files.length > 1 ? 's' : ''} of at most ${humanBytes(volumeSize)}: ${result.files.map((f) => basename(f)).join(', ')} ` +
+            `(verify, inspect and push take any one of them; cat joins them into the single file)\n`,
+        );
+      }
       const leftOut = result.manifest.base?.blobs ?? [];
       if (result.manifest.base) {
         process.stdout.write(

@@ -171,6 +171,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     const plan = fullPlan.filter((p) => !selfDelivered.has(p.image.refName));
     const skipped = manifest.skipped ?? [];
     checkClashes(fullPlan, target);
+    for (const p of parts) await p.check?.(manifest.sources![p.kind], kindOptions);
     const totalBytes = manifest.members.filter((m) => m.path.startsWith('blobs/')).reduce((n, m) => n + m.size, 0);
 
     if (opts.dryRun) {

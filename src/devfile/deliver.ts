@@ -179,10 +179,16 @@ async function rewriteVersion(
   };
 }
 
-async function emptyOrNew(dir: string): Promise<void> {
+/** --devfile-out must name a new or empty folder (checked before push sends anything, and again before writing). */
+export async function checkDevfileOut(dir: string | undefined): Promise<void> {
+  if (!dir) return;
   const st = await stat(dir).catch(() => undefined);
   if (st && !st.isDirectory()) throw new UsageError(`--devfile-out ${dir} is not a folder`);
   if (st && (await readdir(dir)).length > 0) throw new UsageError(`--devfile-out ${dir} is not empty; name a new or empty folder`);
+}
+
+async function emptyOrNew(dir: string): Promise<void> {
+  await checkDevfileOut(dir);
   await mkdir(dir, { recursive: true });
 }
 
@@ -246,7 +252,8 @@ export async function deliverDevfile(record: DevfileRecord, ctx: PushContext): P
             createdBy: 'bundle push: offline devfile registry content under /registry',
             tmpDir: work,
           },
-          { dst: ctx.dst, repo, tags: [indexTag], label: `devfile-index:${indexTag}` },
+          // The base's layers are mounted from where push put the base image (an update bundle may not carry them).
+          { dst: ctx.dst, repo, tags: [indexTag], label: `devfile-index:${indexTag}`, baseHeldIn: [ctx.destinationOf(base).repository] },
         );
         report.indexImage = { reference: `${ctx.target.registry}/${repo}:${indexTag}`, digest: built.manifest.digest, base: base.source };
         ctx.progress.finishPhase();

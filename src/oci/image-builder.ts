@@ -127,6 +127,12 @@ export interface BuildOutput {
   progress?: Progress;
   /** Names the new image in messages. */
   label?: string;
+  /**
+   * Repositories of `dst` that already hold the base image (e.g. where push put it):
+   * a base layer missing from `repo` is mounted from there, not read from the base
+   * store, which may not hold it (an update bundle leaves out layers its base carried).
+   */
+  baseHeldIn?: string[];
 }
 
 const MAX_CONFIG_BYTES = 16 << 20;
@@ -323,6 +329,10 @@ export async function buildImage(spec: ImageBuildSpec, out: BuildOutput): Promis
   const p = await prepareImage(spec);
   try {
     const engine = new CopyEngine(p.store, out.dst, { limiter: out.limiter, progress: out.progress });
+    if (out.baseHeldIn?.length) {
+      const layers = (JSON.parse(p.manifestBytes.toString('utf8')) as { layers: Descriptor[] }).layers;
+      for (const l of layers.slice(0, -1)) for (const repo of out.baseHeldIn) engine.holdsAlready(l.digest, repo);
+    }
     const copied = await engine.copyImage(preparedRoot(p, out.repo, out.tags, out.label ?? `${out.repo} (built on ${spec.base.label ?? spec.base.repo})`));
     const { manifest, manifestBytes, config, configBytes, layer, base } = p;
     return { manifest, manifestBytes, config, configBytes, layer, base, copied };

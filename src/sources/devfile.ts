@@ -8,7 +8,7 @@ import type { LoadedConfig } from '../config/config.js';
 import { mapLimit } from '../copy/limit.js';
 import { artifactStore } from '../devfile/artifact.js';
 import { collectDevfile, type DevfileSection } from '../devfile/collect.js';
-import { deliverDevfile, printDevfileReport } from '../devfile/deliver.js';
+import { checkDevfileOut, deliverDevfile, printDevfileReport } from '../devfile/deliver.js';
 import { INDEX_ARTIFACT, type DevfileRecord } from '../devfile/record.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import { BundleError } from '../util/errors.js';
@@ -123,6 +123,7 @@ export const devfilePushPart: PushPart = {
     // Stack artifacts are pushed rewritten; samples and the index go into the index image and the folder.
     return new Set([r.index, ...r.stacks.map((s) => s.artifact)]);
   },
+  check: (_record, options) => checkDevfileOut(options.devfileOut as string | undefined),
   deliver: (record, ctx) => deliverDevfile(record as DevfileRecord, ctx),
   printReport: (report, out) => printDevfileReport(report, out),
 };

@@ -107,6 +107,8 @@ export interface PushPart {
   readonly kind: string;
   /** Optional: where this kind's images land, by refName (others keep the default mapping). */
   destinations?(record: unknown, images: BundleImage[], target: PushTarget, options: Record<string, unknown>): Map<string, { repository: string; tags: string[]; mirror?: boolean }>;
+  /** Optional: check this kind's options before any request is sent (e.g. an output folder); throws a UsageError. */
+  check?(record: unknown, options: Record<string, unknown>): Promise<void>;
   /** Optional: refNames this kind delivers itself (the generic image push leaves them alone). */
   delivers?(record: unknown): Set<string>;
   /** After the images are pushed: build and push derived content, write files; returns its report section. */
