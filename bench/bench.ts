@@ -6,7 +6,8 @@
  * The serve scenario fetches every blob from `bundle serve` and from docker-registry with parallel curls.
  * BENCH_PROFILE=1 (also run bundle create/verify/push once under `node --cpu-prof` and
  * summarise the top self-time functions into bench/profile.md), BENCH_KEEP=1 (keep bench/cache/work),
- * BENCH_ONLY=wan or BENCH_ONLY=loopback (one scenario only; results.md is written only by a full run).
+ * BENCH_ONLY=wan or BENCH_ONLY=loopback (one scenario only; results.md is written only by a full run),
+ * BENCH_ONLY=scale (many small images: bench/scale.ts; run on its own, it prints its table).
  * The WAN scenario's knobs are in bench/wan.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,6 +22,7 @@ import { ensureDataset, IMAGE_REFS, type Dataset } from './dataset.js';
 import { formatProfile, summarizeProfile } from './profile-summary.js';
 import { ensureTools, median, pipelineArgv, q, run, runSeq, show, type RunOutcome } from './proc.js';
 import { runWanScenario, type WanResult } from './wan.js';
+import { runScaleScenario } from './scale.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'bundle.js');
@@ -191,6 +193,12 @@ interface Samples {
 async function main(): Promise<void> {
   ensureTools(log);
   await mkdir(CACHE, { recursive: true });
+  if (ONLY === 'scale') {
+    await mkdir(WORK, { recursive: true });
+    const scale = await runScaleScenario({ work: WORK, bin: BIN, runs: RUNS, log });
+    process.stdout.write(`\n${scale.lines.join('\n')}\n`);
+    return;
+  }
   let wan: WanResult | undefined;
   if (ONLY !== 'loopback') {
     await mkdir(WORK, { recursive: true });

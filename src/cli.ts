@@ -1,4 +1,4 @@
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { collect, parseBool, parsePositiveInt } from './commands/common.js';
 import { BundleError, errorMessage } from './util/errors.js';
 
@@ -8,6 +8,22 @@ Exit status: 0 success, 1 the work failed (verification failed, a registry refus
 
 const RETRIES_DOC =
   'attempts per registry request, the first included (1: no retry); a download that breaks off resumes, and a failed upload starts over from its source, within the same count; backoff between attempts, Retry-After honoured';
+
+const TIMEOUT_DOC =
+  'seconds without any answer or byte on a registry connection (a stalled one) before that attempt fails and is retried';
+
+/** How long a registry that stays down can hold a command (create and push --help). */
+const DOWN_DOC = `A registry that stays down or keeps failing: each request is tried --retries times
+(default 5), waiting 0.25 s, 0.5 s, 1 s, 2 s... between attempts (at most 10 s each, or
+the registry's Retry-After up to 60 s), so with the defaults it gives up after about 4 s
+of waiting plus up to --timeout (default 120 s) for each attempt nobody answers; the
+error names the request that failed (method and URL).`;
+
+function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 1 || n > 86_400) throw new InvalidArgumentError('expected seconds, from 1 to 86400');
+  return n;
+}
 
 function outputOptions(cmd: Command): Command {
   return cmd
@@ -61,6 +77,7 @@ ${EXIT_DOC}`,
       .addOption(new Option('--concurrency <n>', 'downloads in flight at once, over all registries (a large layer is fetched as several range requests)').argParser(parsePositiveInt).default(16))
       .addOption(new Option('--max-connections-per-registry <n>', 'connections open to one registry at most, so a public registry is not hammered').argParser(parsePositiveInt).default(16))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--timeout <seconds>', TIMEOUT_DOC).argParser(parseSeconds).default(120))
       .addOption(new Option('--level <n>', 'zstd level for content that is not already compressed (1-19)').argParser(parsePositiveInt).default(3))
       .addOption(new Option('--src-tls-verify [bool]', 'verify source registries\' TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--src-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for source registries')
@@ -116,6 +133,8 @@ Pulling through a mirror (Artifactory, Nexus): a registries.conf, as podman read
   location = "nexus.corp:8443/redhat"
   $ bundle create -c bundle.yaml -o july.airgap --registries-conf ./registries.conf
 The bundle names images as the config does (registry.access.redhat.com/...).
+
+${DOWN_DOC} Nothing is left under -o when create fails or is interrupted.
 ${EXIT_DOC}`,
       ),
   ).action(async (opts) => setCode(await (await import('./commands/create.js')).createCommand(opts)));
@@ -169,6 +188,7 @@ ${EXIT_DOC}`,
       .option('--devfile-index-tag <tag>', 'devfile registries: the tag of the devfile-index image built at <to>/devfile-index', 'latest')
       .addOption(new Option('--concurrency <n>', 'blobs uploaded at once').argParser(parsePositiveInt).default(6))
       .addOption(new Option('--retries <n>', RETRIES_DOC).argParser(parsePositiveInt).default(5))
+      .addOption(new Option('--timeout <seconds>', TIMEOUT_DOC).argParser(parseSeconds).default(120))
       .addOption(new Option('--chunk-size <MiB>', 'upload blobs in chunks of this many MiB (for proxies that limit request size); default: one request per blob').argParser(parsePositiveInt))
       .addOption(new Option('--dest-tls-verify [bool]', 'verify the destination\'s TLS; false also allows plain HTTP').argParser(parseBool).default(true))
       .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) and client certificate (*.cert, *.key) for the destination')
@@ -196,6 +216,8 @@ Example:
   $ bundle push july.airgap --to registry.corp:5000/mirror --key site.pub
   $ oc apply -f airgap-push-out/idms.yaml
   $ bundle push devfiles.airgap --to registry.corp:5000/devfile --key site.pub --devfile-out ./offline-registry
+
+${DOWN_DOC}
 ${EXIT_DOC}`,
       ),
   ).action(async (file, opts) => setCode(await (await import('./commands/push.js')).pushCommand(file, opts)));

@@ -12,7 +12,7 @@ import type { DsseEnvelope } from '../sign/dsse-types.js';
 import type { ContentStore, ManifestBytes } from '../store/store.js';
 import { verifyBuffer } from '../util/digest.js';
 import { BundleError, errorMessage, UsageError } from '../util/errors.js';
-import { decodeHeaderBlock, decodePax, isZeroBlock, padding, TAR_BLOCK } from './tar.js';
+import { decodeHeaderBlock, decodePax, encodeFileHeader, isZeroBlock, padding, TAR_BLOCK } from './tar.js';
 import { ANNOTATION_REF_NAME } from '../oci/media-types.js';
 import { findBundleFiles, parseVolumeName, SlicedInput, volumeSizeProblems, type RandomAccessInput } from './volumes.js';
 import { blobPath } from './writer.js';
@@ -50,6 +50,10 @@ export interface HashedMember {
   offset: number;
   type: string;
   digest: string;
+  /** Its header blocks are exactly the ones this format writes for its path and size (spec 2.2). */
+  canonicalHeader: boolean;
+  /** The tar padding after its data is all zero bytes. */
+  zeroPadding: boolean;
 }
 
 /** A corrupt archive discovered while reading past open(). */
@@ -127,7 +131,7 @@ export class ArchiveReader implements ContentStore {
       let d = 0;
       for (let i = 0; i < entries.length; i++) {
         const e = entries[i]!;
-        if (e.compressedSize > MAX_FRAME_COMPRESSED) throw notBundle(`frame ${i} is implausibly large (${e.compressedSize} bytes)`);
+        if (e.compressedSize > MAX_FRAME_COMPRESSED) throw notBundle(`its seek table says frame ${i} is ${e.compressedSize} bytes, implausibly large`);
         frames[i] = { compressedOffset: c, compressedSize: e.compressedSize, decompressedOffset: d, decompressedSize: e.decompressedSize };
         c += e.compressedSize;
         d += e.decompressedSize;
@@ -239,7 +243,8 @@ export class ArchiveReader implements ContentStore {
     const to = range.to ?? this.frames.length;
     if (from < 0 || to > this.frames.length || from >= to) throw new BundleError(`bad frame range ${from}..${to} of ${this.path}`);
     const src = new ByteSource(this.decodedFrom(from, to, READ_BATCH, READ_AHEAD, true), this.frames[from]!.decompressedOffset);
-    for await (const entry of this.entries(src, to < this.frames.length)) {
+    const mtime = new Date(this.manifest.created);
+    for await (const { header, ...entry } of this.entries(src, to < this.frames.length)) {
       const hash = createHash('sha256');
       let left = entry.size;
       while (left > 0) {
@@ -249,18 +254,22 @@ export class ArchiveReader implements ContentStore {
         left -= piece.length;
         onBytes?.(piece.length);
       }
-      yield { ...entry, digest: `sha256:${hash.digest('hex')}` };
+      const pad = padding(entry.size) ? await src.readExact(padding(entry.size)) : Buffer.alloc(0);
+      if (!pad) throw new ArchiveCorruptError(`${this.path}: the tar ends in the padding of ${entry.path} (truncated?)`);
+      yield { ...entry, digest: `sha256:${hash.digest('hex')}`, canonicalHeader: isCanonicalHeader(header, entry.path, entry.size, mtime), zeroPadding: pad.every((b) => b === 0) };
     }
   }
 
   /**
-   * Tar entries from `src`; the consumer reads exactly `size` data bytes before
-   * asking for the next. `partial`: the source stops at a member boundary
-   * instead of the end-of-archive blocks.
+   * Tar entries from `src`, each with its raw header blocks; the consumer reads
+   * exactly `size` data bytes (and may read the padding) before asking for the
+   * next. `partial`: the source stops at a member boundary instead of the
+   * end-of-archive blocks.
    */
-  private async *entries(src: ByteSource, partial: boolean): AsyncGenerator<Omit<HashedMember, 'digest'>> {
+  private async *entries(src: ByteSource, partial: boolean): AsyncGenerator<Omit<HashedMember, 'digest' | 'canonicalHeader' | 'zeroPadding'> & { header: Buffer }> {
     let pendingName: string | undefined;
     let pendingSize: number | undefined;
+    let headerParts: Buffer[] = [];
     for (;;) {
       const block = await src.readExact(TAR_BLOCK);
       if (!block) {
@@ -281,11 +290,15 @@ export class ArchiveReader implements ContentStore {
         throw new ArchiveCorruptError(`${this.path}: bad tar header at offset ${src.position - TAR_BLOCK}: ${errorMessage(err)}`);
       }
       if (!header) throw new ArchiveCorruptError(`${this.path}: bad tar header at offset ${src.position - TAR_BLOCK}`);
+      headerParts.push(Buffer.from(block));
       if (header.type === 'pax-header' || header.type === 'pax-global-header' || header.type === 'gnu-long-path') {
         if (header.size > 1024 * 1024) throw new ArchiveCorruptError(`${this.path}: oversized tar extended header`);
         const data = await src.readExact(header.size);
         if (header.size && !data) throw new ArchiveCorruptError(`${this.path}: truncated tar extended header`);
-        await src.skip(padding(header.size));
+        const pad = await src.readExact(padding(header.size));
+        if (padding(header.size) && !pad) throw new ArchiveCorruptError(`${this.path}: truncated tar extended header`);
+        if (data) headerParts.push(Buffer.from(data));
+        if (pad) headerParts.push(Buffer.from(pad));
         if (header.type === 'pax-header' && data) {
           const pax = decodePax(data);
           if (pax.path !== undefined) pendingName = pax.path;
@@ -298,8 +311,14 @@ export class ArchiveReader implements ContentStore {
       const name = pendingName ?? header.name;
       const size = pendingSize ?? header.size;
       pendingName = pendingSize = undefined;
-      yield { path: name, size, offset: src.position, type: header.type ?? 'unknown' };
-      await src.skip(padding(size));
+      if (!Number.isSafeInteger(size) || size < 0) throw new ArchiveCorruptError(`${this.path}: tar header at offset ${src.position - TAR_BLOCK} gives a size of ${String(size)}`);
+      const offset = src.position;
+      const raw = Buffer.concat(headerParts);
+      headerParts = [];
+      yield { path: name, size, offset, type: header.type ?? 'unknown', header: raw };
+      // Whatever the consumer left of the data and its padding.
+      const end = offset + size + padding(size);
+      if (src.position < end) await src.skip(end - src.position);
     }
   }
 
@@ -361,16 +380,20 @@ export class ArchiveReader implements ContentStore {
       return [`the archive holds something the manifest does not list between tar offset ${pos} and ${MANIFEST_MEMBER}`];
     }
     const problems: string[] = [];
+    const mtime = new Date(this.manifest.created);
     // Header frames are a few dozen bytes each: read them a batch at a time.
     for (let i = 0; i < headers.length; i += 64) {
       const batch = headers.slice(i, i + 64);
-      const decoded = await Promise.all(batch.map(({ frame }) => this.readFrame(frame).then(parseHeaderFrame, () => undefined)));
+      const raw = await Promise.all(batch.map(({ frame }) => this.readFrame(frame).catch(() => undefined)));
       batch.forEach(({ frame, member }, j) => {
-        const found = decoded[j];
+        const head = raw[j];
+        const found = head && parseHeaderFrame(head);
         if (!found || found.name !== member.path || found.size !== member.size) {
           problems.push(
             `frame ${frame} should hold the tar header of ${member.path} (${member.size} bytes) but holds ${found ? `${found.name} (${found.size} bytes)` : 'something else'}`,
           );
+        } else if (!isCanonicalHeader(head, member.path, member.size, mtime)) {
+          problems.push(`frame ${frame}: the tar header of ${member.path} is not the one this format writes (its mode, owner, time or type was changed)`);
         }
       });
     }
@@ -687,6 +710,20 @@ export function parseHeaderFrame(head: Buffer): { name: string; size: number } |
     // not a header
   }
   return undefined;
+}
+
+/**
+ * Whether `raw` is exactly the header this format writes for a member (spec 2.2: ustar, mode 0644,
+ * owner 0, mtime = the bundle's creation time, a pax header only where needed). Every byte of a
+ * header is fixed by the path, the size and the creation time, so any other byte is tampering.
+ */
+export function isCanonicalHeader(raw: Buffer, path: string, size: number, mtime: Date): boolean {
+  if (Number.isNaN(mtime.getTime())) return false;
+  try {
+    return raw.equals(encodeFileHeader(path, size, mtime));
+  } catch {
+    return false;
+  }
 }
 
 /** A control member's bytes from its header frame and single data frame. */

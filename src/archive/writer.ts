@@ -12,7 +12,7 @@
  * digest order. Same inputs and creation time, same bytes.
  */
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -143,11 +143,17 @@ export class ArchiveWriter implements WritableContentStore {
     this.compressor = new FrameCompressor(opts.level ?? DEFAULT_LEVEL);
   }
 
-  /** Create `<finalPath>.partial-<pid>` next to `finalPath`; finish() renames it into place. */
+  /**
+   * Create `<finalPath>.partial-<pid>` next to `finalPath`; finish() renames it into place.
+   * A `<finalPath>.partial-<pid>` of a process that no longer runs (a run that was killed)
+   * is removed first: `staleRemoved` names them.
+   */
   static async create(finalPath: string, opts: ArchiveWriterOptions = {}): Promise<ArchiveWriter> {
     const suffix = `.partial-${process.pid}`;
     const tempPath = opts.volumeSize ? `${volumeName(finalPath, 1).replace(/1$/, '*')}${suffix}` : path.join(path.dirname(finalPath), `${path.basename(finalPath)}${suffix}`);
+    const stale = await removeStaleTemporaries(finalPath);
     const w = new ArchiveWriter(finalPath, tempPath, opts);
+    w.staleRemoved = stale;
     w.sink = opts.volumeSize ? new VolumeOutput(finalPath, opts.volumeSize, suffix) : await FileOutput.create(tempPath, finalPath);
     w.out = w.sink;
     try {
@@ -158,6 +164,9 @@ export class ArchiveWriter implements WritableContentStore {
     }
     return w;
   }
+
+  /** Temporary files of killed runs removed by create(). */
+  staleRemoved: string[] = [];
 
   get progress(): ArchiveProgress {
     return { members: this.members.length, dataBytes: this.dataBytes, fileBytes: this.flushed + this.pendingBytes };
@@ -767,4 +776,32 @@ async function syncDir(dir: string): Promise<void> {
 function headBytes(parts: readonly Buffer[], n: number): Buffer {
   if (parts.length === 0 || parts[0]!.length >= n) return parts[0] ?? Buffer.alloc(0);
   return Buffer.concat(parts.slice(0, n)).subarray(0, n);
+}
+
+/** Remove `<finalPath>.partial-<pid>` files whose process is gone; the paths removed. */
+async function removeStaleTemporaries(finalPath: string): Promise<string[]> {
+  const dir = path.dirname(finalPath);
+  // `<name>.partial-<pid>`, or for volumes `<name>.<nnn>.partial-<pid>`.
+  const pattern = new RegExp(`^${path.basename(finalPath).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\.\\d{3})?\\.partial-(\\d+)$`);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = pattern.exec(name);
+    if (!m) continue;
+    const pid = Number(m[2]);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processRuns(pid)) continue;
+    const file = path.join(dir, name);
+    await rm(file, { force: true });
+    removed.push(file);
+  }
+  return removed;
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // it runs, as someone else
+  }
 }

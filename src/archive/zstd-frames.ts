@@ -16,8 +16,12 @@ export const SEEKABLE_MAGIC = 0x8f92eab1;
 export const SEEK_TABLE_FOOTER_SIZE = 9;
 /** Largest block a zstd frame may hold (Block_Maximum_Size). */
 export const MAX_BLOCK_SIZE = 128 * 1024;
-/** Frames larger than this (decompressed) are refused: every frame of format 1.0 is far smaller. */
-export const MAX_FRAME_CONTENT = 128 * 1024 * 1024;
+/**
+ * Frames larger than this (decompressed) are refused: no frame of format 1.x holds more than
+ * 64 MiB of data plus the tar padding (spec 3, 11), and a reader allocates a frame's size to
+ * decode it, so a frame claiming more is a bomb, not a bundle.
+ */
+export const MAX_FRAME_CONTENT = 64 * 1024 * 1024 + 512;
 
 /** Per-frame entry of the seek table. */
 export interface SeekEntry {
@@ -191,6 +195,8 @@ export function parseFrameHeader(buf: Buffer): FrameHeader {
   const fcsFlag = fhd >> 6;
   const singleSegment = (fhd & 0x20) !== 0;
   if (fhd & 0x08) throw new ZstdFormatError('reserved bit set in zstd frame header');
+  // A decoder must not interpret the unused bit; a writer of this format never sets it, so set it is a changed byte.
+  if (fhd & 0x10) throw new ZstdFormatError('unused bit set in zstd frame header (this format never sets it)');
   const hasChecksum = (fhd & 0x04) !== 0;
   const didFlag = fhd & 0x03;
   let pos = 5;
@@ -243,7 +249,7 @@ export function rawFrameContent(frame: Buffer, header: FrameHeader = parseFrameH
  * Raw frames are returned as zero-copy views; others go through zstd-napi.
  */
 export function decodeFrame(frame: Buffer, expectedSize: number): Buffer[] {
-  if (expectedSize > MAX_FRAME_CONTENT) throw new ZstdFormatError(`zstd frame of ${expectedSize} bytes is larger than allowed`);
+  if (expectedSize > MAX_FRAME_CONTENT) throw new ZstdFormatError(`the seek table says this frame holds ${expectedSize} bytes, more than a frame may`);
   const header = parseFrameHeader(frame);
   if (header.contentSize !== null && header.contentSize !== expectedSize) {
     throw new ZstdFormatError(`zstd frame holds ${header.contentSize} bytes, seek table says ${expectedSize}`);
@@ -300,7 +306,8 @@ export function parseSeekTableFooter(footer: Buffer): { frames: number; checksum
   if (footer.readUInt32LE(5) !== SEEKABLE_MAGIC) throw new ZstdFormatError('no seekable magic number');
   const frames = footer.readUInt32LE(0);
   const descriptor = footer[4]!;
-  if (descriptor & 0x7c) throw new ZstdFormatError('reserved bits set in seek table descriptor');
+  // Bits 2-6 are reserved and 0-1 unused: this format never sets them, so a set one is a changed byte.
+  if (descriptor & 0x7f) throw new ZstdFormatError('reserved or unused bits set in seek table descriptor');
   const checksums = (descriptor & 0x80) !== 0;
   const tableSize = 8 + frames * (checksums ? 12 : 8) + SEEK_TABLE_FOOTER_SIZE;
   return { frames, checksums, tableSize };

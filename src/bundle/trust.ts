@@ -5,7 +5,7 @@
 import type { ArchiveReader } from '../archive/reader.js';
 import { verifyEnvelope } from '../sign/dsse.js';
 import { loadTrustedKeys, type TrustedKey } from '../sign/keys.js';
-import { BundleError, UsageError } from '../util/errors.js';
+import { BundleError, errorMessage, UsageError } from '../util/errors.js';
 import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
 import { validateManifest } from './validate.js';
 import type { VerifyProblem } from './verify.js';
@@ -23,15 +23,27 @@ export function checkSignature(reader: ArchiveReader, trusted: TrustedKey[] | un
   const keyids = reader.envelope.signatures.map((s) => s.keyid);
   const status: SignatureStatus = { checked: !!trusted, trusted: false, signedBy: [], keyids };
   const problems: VerifyProblem[] = [];
+  const canonical = envelopeFormProblem(reader.envelopeBytes);
+  if (canonical) problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: canonical });
   if (!trusted) return { status, problems };
   if (reader.envelope.payloadType !== MANIFEST_PAYLOAD_TYPE) {
     problems.push({ kind: 'signature', message: `signature envelope has payload type ${reader.envelope.payloadType}, expected ${MANIFEST_PAYLOAD_TYPE}` });
     return { status, problems };
   }
-  const result = verifyEnvelope(reader.envelope, trusted);
+  let result: ReturnType<typeof verifyEnvelope>;
+  try {
+    result = verifyEnvelope(reader.envelope, trusted);
+  } catch (err) {
+    problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: `${SIGNATURE_MEMBER}: ${errorMessage(err)}` });
+    return { status, problems };
+  }
   status.signedBy = result.trustedSigners.map((k) => k.keyid);
   if (!result.payload.equals(reader.manifestBytes)) {
-    problems.push({ kind: 'signature', member: MANIFEST_MEMBER, message: `${MANIFEST_MEMBER} is not the manifest that was signed (edited after signing)` });
+    problems.push({
+      kind: 'signature',
+      member: MANIFEST_MEMBER,
+      message: `${MANIFEST_MEMBER} is not the manifest that was signed: it differs from the payload of ${SIGNATURE_MEMBER} (one of them was edited after signing)`,
+    });
   } else if (status.signedBy.length === 0) {
     const why =
       keyids.length === 0
@@ -39,7 +51,7 @@ export function checkSignature(reader: ArchiveReader, trusted: TrustedKey[] | un
         : result.invalid.length > 0
           ? `the signature by key ${result.invalid.join(', ')} does not match the manifest (tampered)`
           : `signed by key ${keyids.join(', ')}, which is not among the trusted keys`;
-    problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: why });
+    problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: `${SIGNATURE_MEMBER}: ${why}` });
   } else {
     status.trusted = true;
   }
@@ -87,4 +99,23 @@ export async function trustedManifest(reader: ArchiveReader, trusted: TrustedKey
     );
   }
   return manifest;
+}
+
+/**
+ * The envelope is written in one exact form (pretty-printed JSON, standard padded base64), so a
+ * changed byte that JSON or base64 would forgive (whitespace, a base64 character's unused bits)
+ * is still found. Undefined when the bytes are in that form.
+ */
+export function envelopeFormProblem(bytes: Buffer): string | undefined {
+  const problem = `${SIGNATURE_MEMBER} is not in the form this format writes (changed bytes)`;
+  let env: { payload?: unknown; signatures?: { sig?: unknown }[] };
+  try {
+    env = JSON.parse(bytes.toString('utf8')) as typeof env;
+  } catch {
+    return problem;
+  }
+  if (!Buffer.from(`${JSON.stringify(env, null, 2)}\n`).equals(bytes)) return problem;
+  const canonical = (s: unknown) => typeof s === 'string' && Buffer.from(s, 'base64').toString('base64') === s;
+  if (!canonical(env.payload) || !(env.signatures ?? []).every((s) => canonical(s?.sig))) return problem;
+  return undefined;
 }

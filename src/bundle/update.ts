@@ -134,10 +134,9 @@ export interface NeededBlob {
   image: string;
 }
 
-/** Walk an image's graph in the update (manifests are always carried) and list the left-out blobs it needs. */
-export async function leftOutNeeds(reader: ArchiveReader, manifest: BundleManifest, image: { digest: string; mediaType: string; size: number; source: string }, repository: string): Promise<NeededBlob[]> {
-  const left = new Map((manifest.base?.blobs ?? []).map((b) => [b.digest, b]));
-  const out: NeededBlob[] = [];
+/** Every blob (not manifest) an image's graph in a bundle needs, once each (manifests are always carried). */
+export async function imageBlobs(reader: ArchiveReader, image: { digest: string; mediaType: string; size: number; source: string }): Promise<Descriptor[]> {
+  const out = new Map<string, Descriptor>();
   const stack: Descriptor[] = [{ digest: image.digest, mediaType: image.mediaType, size: image.size }];
   const seen = new Set<string>();
   while (stack.length) {
@@ -146,12 +145,18 @@ export async function leftOutNeeds(reader: ArchiveReader, manifest: BundleManife
     seen.add(d.digest);
     const parsed = parseManifest((await reader.fetchManifest('', d)).bytes, d.mediaType, `${image.source} ${d.digest}`);
     stack.push(...parsed.manifests);
-    for (const b of parsed.blobs) {
-      const l = left.get(b.digest);
-      if (l) out.push({ repository, desc: l, image: image.source });
-    }
+    for (const b of parsed.blobs) out.set(b.digest, b);
   }
-  return out;
+  return [...out.values()];
+}
+
+/** Walk an image's graph in the update and list the left-out blobs it needs. */
+export async function leftOutNeeds(reader: ArchiveReader, manifest: BundleManifest, image: { digest: string; mediaType: string; size: number; source: string }, repository: string): Promise<NeededBlob[]> {
+  const left = new Map((manifest.base?.blobs ?? []).map((b) => [b.digest, b]));
+  return (await imageBlobs(reader, image)).flatMap((b) => {
+    const l = left.get(b.digest);
+    return l ? [{ repository, desc: l, image: image.source }] : [];
+  });
 }
 
 /**

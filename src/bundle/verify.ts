@@ -132,6 +132,13 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
     [SIGNATURE_MEMBER, frames[frames.length - 2]!.decompressedOffset],
   ]);
   for (const member of physical) {
+    // Every byte of a header and its padding is fixed by the format: any other value is tampering.
+    if (!member.canonicalHeader && member.type === 'file') {
+      problems.push({ kind: 'corrupt', member: member.path, message: `${member.path}: its tar header (before tar offset ${member.offset}) is not the one this format writes (mode, owner, time or other fields changed)` });
+    }
+    if (!member.zeroPadding) {
+      problems.push({ kind: 'corrupt', member: member.path, message: `${member.path}: the tar padding after its data holds bytes other than zero` });
+    }
     const fixed = controlAt.get(member.path);
     if (fixed === member.offset) continue;
     if (fixed !== undefined) {

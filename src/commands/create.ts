@@ -1,5 +1,5 @@
 import { constants, createReadStream } from 'node:fs';
-import { access, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { access, mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath, basename } from 'node:path';
 import { parseVolumeSize, volumeName } from '../archive/volumes.js';
@@ -14,7 +14,7 @@ import { pullStoreFactory } from '../store/mirrored-store.js';
 import { loadRegistriesConfig } from '../registry/registries-conf.js';
 import type { RegistryOptions } from '../registry/options.js';
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { keyId, loadPrivateKey } from '../sign/keys.js';
+import { keyId, loadPrivateKey, privateKeyPermissionWarning } from '../sign/keys.js';
 import { signEnvelope } from '../sign/dsse.js';
 import { sourceDateEpoch } from '../oci/image-builder.js';
 import { SOURCE_KINDS } from '../sources/index.js';
@@ -23,7 +23,7 @@ import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM,
 import type { ContentStore } from '../store/store.js';
 import { digestHex, verified } from '../util/digest.js';
 import { BundleError, UsageError, errorMessage } from '../util/errors.js';
-import { humanBytes } from '../util/progress.js';
+import { humanBytes, type Progress } from '../util/progress.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { printJson, progressFor, type OutputOptions } from './common.js';
 
@@ -40,6 +40,8 @@ export interface CreateOptions extends OutputOptions {
   concurrency: number;
   maxConnectionsPerRegistry: number;
   retries: number;
+  /** Idle timeout per registry connection, seconds (--timeout). */
+  timeout?: number;
   level: number;
   srcTlsVerify: boolean;
   srcCertDir?: string;
@@ -77,6 +79,8 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
   const toolFile = opts.includeTool === undefined || opts.includeTool === false ? undefined : await executableToInclude(opts.includeTool);
   const base = opts.since ? await loadBase(opts.since) : undefined;
   const signer = opts.signKey ? await loadPrivateKey(opts.signKey) : undefined;
+  const keyWarning = opts.signKey ? await privateKeyPermissionWarning(opts.signKey) : undefined;
+  if (keyWarning) progress.warn(keyWarning);
   if (!signer) progress.warn('no --sign-key: the bundle will be unsigned, and `bundle push` will refuse it without --insecure-skip-signature');
 
   const registryOpts: RegistryOptions = {
@@ -87,6 +91,7 @@ export async function createCommand(opts: CreateOptions): Promise<number> {
     concurrency: opts.concurrency,
     maxConnections: opts.maxConnectionsPerRegistry,
     retries: opts.retries,
+    timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
     userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
   };
   // Every pull goes through the registries configuration (mirrors, rewritten locations, blocked prefixes).
@@ -176,13 +181,16 @@ async function createFromSources(
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
   const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created, volumeSize });
+  const images: BundleImage[] = [];
   // Once interrupted, the interruption decides how the command ends (not the errors it causes).
   let interruption: Promise<number> | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
     interruption = opening
       .then((w) => {
-        process.stderr.write(`interrupted (${signal}): removing ${w.tempPath}\n`);
+        process.stderr.write(
+          `interrupted (${signal}): ${output} was not written (${images.length} of ${sources.length} images were complete); removed its temporary file ${w.tempPath}; run the same create again to start over\n`,
+        );
         return w.abort();
       })
       .catch(() => undefined)
@@ -192,6 +200,7 @@ async function createFromSources(
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   const writer = await opening;
+  for (const f of writer.staleRemoved) progress.info(`removed ${f}, the temporary file of an earlier run that was killed`);
   // An update writes through a store that leaves out what the base carried.
   const destination = base ? new LeaveOutStore(writer, base.candidates) : writer;
   const limiter = new Limiter(opts.concurrency);
@@ -204,7 +213,6 @@ async function createFromSources(
     }
     return engine;
   };
-  const images: BundleImage[] = [];
   /** Without --continue-on-error the first failure stops everything; with it, the image is listed as failed. */
   let firstError: unknown;
   const giveUp = (src: SourceImage, err: unknown): void => {
@@ -243,6 +251,7 @@ async function createFromSources(
       }
     }
     const totalBytes = [...blobSizes.values()].reduce((n, x) => n + x, 0);
+    await checkFreeSpace(output, entries, progress);
     await writer.layout(entries);
     entries.length = 0;
     for (const { plan } of plans) plan.inline.clear();
@@ -350,8 +359,35 @@ async function createFromSources(
     if (interruption) return interruption;
     progress.finishPhase(false);
     await writer.abort();
+    if (isNoSpace(err)) {
+      throw new BundleError(`the disk holding ${dirname(output)} is full: ${output} was not written and its temporary file was removed; free some space or write elsewhere (-o)`);
+    }
     throw err;
   }
+}
+
+function isNoSpace(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'ENOSPC' || /ENOSPC|no space left on device/i.test(errorMessage(err));
+}
+
+/**
+ * The bundle's size is known once every manifest is read: at most the sum of its members
+ * (compressible ones only shrink) and a little framing. Refuse before writing when the
+ * output's file system has less free space than that; otherwise say how much it needs.
+ */
+async function checkFreeSpace(output: string, entries: readonly { desc: { digest: string; size: number } }[], progress: Progress): Promise<void> {
+  const sizes = new Map(entries.map((e) => [e.desc.digest, e.desc.size]));
+  let need = 64 * 1024; // oci-layout, index.json, manifest, signature, seek table
+  for (const size of sizes.values()) need += size + 2 * 512 + 16 * Math.ceil(size / (1024 * 1024));
+  const fs = await statfs(dirname(output)).catch(() => undefined);
+  if (!fs) return;
+  const free = fs.bavail * fs.bsize;
+  if (need > free) {
+    throw new BundleError(
+      `not enough free space for ${output}: the bundle needs up to ${humanBytes(need)}, ${dirname(output)} has ${humanBytes(free)} free; nothing was written`,
+    );
+  }
+  progress.info(`the bundle needs up to ${humanBytes(need)}; ${humanBytes(free)} free in ${dirname(output)}`);
 }
 
 /** Blobs up to this size whose media type does not say compressed are read while planning and compressed in memory. */

@@ -1,7 +1,7 @@
 import { resolve as resolvePath } from 'node:path';
 import { ArchiveReader } from '../archive/reader.js';
 import type { BundleImage, BundleManifest } from '../bundle/manifest.js';
-import { leftOutNeeds, locateLeftOut, missingBaseError, type NeededBlob } from '../bundle/update.js';
+import { imageBlobs, leftOutNeeds, locateLeftOut, missingBaseError, type NeededBlob } from '../bundle/update.js';
 import type { Progress } from '../util/progress.js';
 import { requireTrust, trustedManifest } from '../bundle/trust.js';
 import { mapLimit } from '../copy/limit.js';
@@ -27,6 +27,8 @@ export interface PushOptions extends OutputOptions {
   outDir: string;
   concurrency: number;
   retries: number;
+  /** Idle timeout per registry connection, seconds (--timeout). */
+  timeout?: number;
   chunkSize?: number;
   destTlsVerify: boolean;
   destCertDir?: string;
@@ -140,6 +142,7 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
         authfile: opts.destAuthfile ?? opts.authfile,
         concurrency: opts.concurrency,
         retries: opts.retries,
+        timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
         chunkSize: opts.chunkSize ? opts.chunkSize * 1024 * 1024 : undefined,
         userAgent: `${TOOL_NAME}/${TOOL_VERSION}`,
       });
@@ -176,13 +179,31 @@ export async function pushCommand(file: string, opts: PushOptions): Promise<numb
     // One clear failure up front for an unreachable registry or wrong credentials, not one per image.
     await dst.client.ping();
     const baseHolders = manifest.base ? await checkTargetHasBase(reader, manifest, plan, dst, opts, progress) : undefined;
-    const engine = new CopyEngine(reader, dst, { concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
+    // Which repositories need each shared blob: after an interrupted push, one of them may hold it already.
+    const needs = new Map<string, Set<string>>();
+    const graphs = await mapLimit(plan, opts.concurrency, async (item) => ({ repo: item.repository, blobs: await imageBlobs(reader, item.image).catch(() => []) }));
+    for (const { repo, blobs } of graphs) for (const b of blobs) needs.set(b.digest, (needs.get(b.digest) ?? new Set()).add(repo));
+    for (const [digest, repos] of needs) if (repos.size < 2) needs.delete(digest);
+    const engine = new CopyEngine(reader, dst, { needs, concurrency: opts.concurrency, progress, skipPresent: !opts.recheck });
     // Blobs an update leaves out are mounted from where the base put them.
     for (const [digest, repos] of baseHolders ?? []) for (const repo of repos) engine.holdsAlready(digest, repo);
     // Blobs an update leaves out count too: they are mounted, or found there, as the engine walks the images.
     progress.phase(`pushing to ${opts.to}`, plan.length, totalBytes + (manifest.base?.blobs.reduce((n, b) => n + b.size, 0) ?? 0));
     const failures: { source: string; error: string }[] = [];
     const pushed: PushItem[] = [];
+    // Interrupted (Ctrl-C, a service stop): say what is done and what is not. Nothing half-done is
+    // visible at the target: a blob lands only whole and proven, a tag only once its image is complete.
+    const interrupted = (signal: NodeJS.Signals): void => {
+      progress.finishPhase(false);
+      const s = engine.stats;
+      process.stderr.write(
+        `interrupted (${signal}): ${pushed.length} of ${plan.length} images pushed to ${opts.to} (${s.blobsWritten} blobs uploaded, ${s.blobsSkipped} already there); ` +
+          `the other ${plan.length - pushed.length} are not tagged there and no mirror files were written; run the same push again: it sends only what is missing\n`,
+      );
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    };
+    process.once('SIGINT', interrupted);
+    process.once('SIGTERM', interrupted);
     // Images in flight are bounded too (manifest requests are not under the blob limit).
     await mapLimit(plan, opts.concurrency * 2, async (item) => {
       try {

@@ -44,6 +44,12 @@ export interface CopyEngineOptions {
   /** Share one limit on concurrent transfers between engines. */
   limiter?: Limiter;
   /**
+   * For each blob, every destination repository that needs it in this run: one that
+   * needs it may already hold it from an interrupted run, and is mounted from rather
+   * than sent the blob again.
+   */
+  needs?: ReadonlyMap<string, ReadonlySet<string>>;
+  /**
    * Skip an image whose every tag already points at its digest at the
    * destination: a registry accepts a manifest only once everything it needs is
    * there, so nothing below it needs checking. For registry destinations.
@@ -296,6 +302,8 @@ export class CopyEngine {
     const holders = this.holders.get(desc.digest) ?? new Set<string>();
     this.holders.set(desc.digest, holders);
     const mountFrom = [...holders].filter((r) => r !== dstRepo);
+    // Nobody in this run holds it yet: the other repositories that need it may, from an interrupted run.
+    const mayHoldIn = mountFrom.length ? [] : [...(this.opts.needs?.get(desc.digest) ?? [])].filter((r) => r !== dstRepo);
     const what = `blob ${desc.digest} of ${label}`;
     let sent = 0;
     const progress = (n: number): void => {
@@ -313,6 +321,7 @@ export class CopyEngine {
         },
         {
           mountFrom,
+          ...(mayHoldIn.length ? { mayHoldIn } : {}),
           slots: this.limiter,
           onBytes: progress,
           ...(this.src.openBlobRange ? { openRange: (range: ByteRange) => this.openRange(srcRepo, desc, range), rangesServed: this.rangesServed } : {}),

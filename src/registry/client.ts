@@ -107,7 +107,7 @@ export class RegistryClient {
       // Connections per registry are capped only when asked (create's
       // --max-connections-per-registry), by callers that never hold a response
       // open while waiting for another request.
-      createAgent(material, opts.maxConnections),
+      createAgent(material, opts.maxConnections, opts.timeoutMs),
       this.retry,
       opts.userAgent ?? 'bundle',
     );

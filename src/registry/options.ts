@@ -16,6 +16,11 @@ export interface RegistryOptions extends TlsOptions {
   maxConnections?: number;
   /** Upload blobs larger than this in PATCH chunks of this size (default: monolithic). */
   chunkSize?: number;
+  /**
+   * Idle timeout in ms (default 120 s): a connection on which nothing arrives for this
+   * long (no answer, or a body that stops) fails the attempt, which is then retried.
+   */
+  timeoutMs?: number;
   /** Credentials to use instead of any auth file. */
   credentials?: Credentials;
 }

@@ -92,16 +92,19 @@ export function schemesFor(host: string, opts: TlsOptions): Array<'https' | 'htt
   return ['https'];
 }
 
-export function createAgent(material: TlsMaterial, connections?: number): Agent {
+/** Default idle timeout: nothing received for this long fails an attempt (--timeout). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
+
+export function createAgent(material: TlsMaterial, connections?: number, idleTimeoutMs = DEFAULT_IDLE_TIMEOUT_MS): Agent {
   return new Agent({
     connections: connections && connections > 0 ? connections : null,
     connect: {
       rejectUnauthorized: material.rejectUnauthorized,
       ...(material.ca ? { ca: material.ca } : {}),
       ...(material.cert ? { cert: material.cert, key: material.key } : {}),
-      timeout: 30_000,
+      timeout: Math.min(30_000, idleTimeoutMs),
     },
-    headersTimeout: 300_000,
-    bodyTimeout: 300_000,
+    headersTimeout: idleTimeoutMs,
+    bodyTimeout: idleTimeoutMs,
   });
 }

@@ -119,6 +119,16 @@ function requireEd25519(key: KeyObject, file: string): void {
   }
 }
 
+/**
+ * A warning when a private key file can be read by others than its owner (keygen writes
+ * 0600): anyone who can read it can sign bundles the secure zone will trust.
+ */
+export async function privateKeyPermissionWarning(file: string): Promise<string | undefined> {
+  const st = await stat(file).catch(() => undefined);
+  if (!st || (st.mode & 0o077) === 0) return undefined;
+  return `private key ${file} can be read by others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): anyone who can read it can sign bundles; chmod 600 ${file}`;
+}
+
 /** Load an Ed25519 private key from a PEM file (PKCS#8; unencrypted). */
 export async function loadPrivateKey(file: string): Promise<KeyObject> {
   const text = await readKeyFile(file, 'private key file');

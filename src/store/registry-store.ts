@@ -51,6 +51,10 @@ export class RegistryStore implements WritableContentStore {
       if (from === repo) continue;
       if (await this.client.mountBlob(repo, desc.digest, from)) return 'mounted';
     }
+    for (const from of opts.mayHoldIn ?? []) {
+      if (from === repo || opts.mountFrom?.includes(from)) continue;
+      if ((await this.client.headBlob(from, desc.digest)) !== undefined && (await this.client.mountBlob(repo, desc.digest, from))) return 'mounted';
+    }
     // The client re-opens the source when the upload is worth another attempt (its retry policy decides).
     await this.client.uploadBlob(repo, desc.digest, desc.size, open);
     return 'written';

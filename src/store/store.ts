@@ -56,6 +56,12 @@ export interface PutBlobOptions {
   /** Repositories of the same store that already hold the blob (cross-repository mount). */
   mountFrom?: string[];
   /**
+   * Repositories of the same store that may hold the blob (an earlier, interrupted run may
+   * have put it there): asked (HEAD) before uploading, and mounted from when they have it,
+   * so a blob already sent whole is not sent again.
+   */
+  mayHoldIn?: string[];
+  /**
    * Unverified parts of the blob, when the source can serve them. A store that
    * uses them hashes every byte in order against the digest itself.
    */

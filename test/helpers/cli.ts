@@ -42,3 +42,21 @@ export function assertNoStack(r: RunResult): void {
     throw new Error(`a stack trace leaked:\n${r.stderr}`);
   }
 }
+
+/** GNU time, for the peak RSS of a run (Debian package `time`). */
+export const GNU_TIME = '/usr/bin/time';
+
+/** Run the CLI under GNU time: the result and its peak RSS in MiB. */
+export async function runBundleRss(args: string[], opts: RunOptions = {}): Promise<RunResult & { rssMiB: number; seconds: number }> {
+  const { mkdtemp, readFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(`${tmpdir()}/bundle-rss-`);
+  try {
+    const out = `${dir}/rss`;
+    const r = await runProgram(GNU_TIME, ['-f', '%M %e', '-o', out, process.execPath, BIN, ...args], { ...opts, env: { ...process.env, CI: 'true', ...opts.env } });
+    const [kib, seconds] = (await readFile(out, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number) as [number, number];
+    return { ...r, rssMiB: kib / 1024, seconds };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

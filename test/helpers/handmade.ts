@@ -27,6 +27,27 @@ export interface HandMember {
   hidden?: boolean;
   /** Its header goes at the end of the previous frame instead of a frame of its own (against framing rule 1). */
   joinPrevious?: boolean;
+  /** A tar entry of another type than a regular file: a symbolic or hard link to `linkname`. */
+  type?: 'symlink' | 'link';
+  linkname?: string;
+  /** The size its tar header states, when that should differ from its data's. */
+  headerSize?: number;
+  /** Fields of its manifest entry to state instead of the true ones (a manifest that lies). */
+  entry?: Record<string, unknown>;
+}
+
+/** A tar header of a regular file changed into a link entry (typeflag, linkname, checksum). */
+export function linkHeader(header: Buffer, type: 'symlink' | 'link', linkname: string): Buffer {
+  const h = Buffer.from(header);
+  const at = h.length - TAR_BLOCK; // the ustar block (after any pax header)
+  h[at + 156] = type === 'symlink' ? 0x32 : 0x31;
+  h.fill(0, at + 157, at + 257);
+  h.write(linkname.slice(0, 100), at + 157, 'utf8');
+  h.fill(0x20, at + 148, at + 156);
+  let sum = 0;
+  for (let i = at; i < at + TAR_BLOCK; i++) sum += h[i]!;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 'ascii');
+  return h;
 }
 
 export interface HandImage {
@@ -69,6 +90,8 @@ export interface HandBundle {
   /** Fields set on (or added to) the manifest after the standard ones, e.g. formatVersion. */
   manifestFields?: Record<string, unknown>;
   signKey?: KeyObject;
+  /** The signature member's bytes as given (a signature over other bytes, say), instead of one over this manifest. */
+  envelope?: Buffer;
 }
 
 /** Write `file`: oci-layout, the members, index.json, the (signed) manifest, the tar end and the seek table. */
@@ -89,11 +112,13 @@ export async function writeHandmadeBundle(file: string, spec: HandBundle): Promi
       hidden.push(encodeFileHeader(m.path, m.data.length, mtime), m.data, Buffer.alloc(padding(m.data.length)));
       return;
     }
-    frame([...hidden, encodeFileHeader(m.path, m.data.length, mtime)], m.joinPrevious);
+    let header = encodeFileHeader(m.path, m.headerSize ?? m.data.length, mtime);
+    if (m.type) header = linkHeader(header, m.type, m.linkname ?? '');
+    frame([...hidden, header], m.joinPrevious);
     hidden = [];
     const offset = tarPos;
     if (m.data.length > 0) frame([m.data, Buffer.alloc(padding(m.data.length))]);
-    if (m.listed !== false) listed.push({ path: m.path, digest: digestOf(m.data), size: m.data.length, mediaType: m.mediaType ?? 'application/octet-stream', offset });
+    if (m.listed !== false) listed.push({ path: m.path, digest: digestOf(m.data), size: m.data.length, mediaType: m.mediaType ?? 'application/octet-stream', offset, ...m.entry });
   };
   put({ path: 'oci-layout', data: Buffer.from('{"imageLayoutVersion":"1.0.0"}'), mediaType: 'application/vnd.oci.layout.header.v1+json' });
   for (const m of spec.members) put(m);
@@ -125,7 +150,7 @@ export async function writeHandmadeBundle(file: string, spec: HandBundle): Promi
   // Control members: one header frame and exactly one data frame each.
   for (const [path, data] of [
     [MANIFEST_MEMBER, manifestBytes],
-    [SIGNATURE_MEMBER, Buffer.from(`${JSON.stringify(envelope, null, 2)}\n`)],
+    [SIGNATURE_MEMBER, spec.envelope ?? Buffer.from(`${JSON.stringify(envelope, null, 2)}\n`)],
   ] as const) {
     frame([encodeFileHeader(path, data.length, mtime)]);
     frame([data, Buffer.alloc(padding(data.length))]);

@@ -156,3 +156,33 @@ export async function skopeoInspectRaw(ref: string, extra: string[] = []): Promi
   const { stdout } = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', ...extra, ref], { encoding: 'buffer', maxBuffer: 16 << 20 });
   return stdout;
 }
+
+/**
+ * `count` small images in one OCI layout, `example.com/scale/app:<i>`: a shared base layer
+ * and a small layer of their own each (scale tests and the bench's scale scenario).
+ */
+export async function buildManyImages(dir: string, count: number): Promise<{ layoutDir: string; refs: string[] }> {
+  const b = await new LayoutBuilder(dir).init();
+  const base = await b.layer({ 'etc/os-release': 'ID=scale\n', 'usr/lib/base.bin': pseudoRandom('scale-base', 16 * 1024) });
+  const refs: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const own = await b.layer({ [`app/${i}.txt`]: `image ${i}\n`, [`app/${i}.bin`]: pseudoRandom(`scale-${i}`, 512) });
+    const ref = `example.com/scale/app:${i}`;
+    b.tag(ref, await b.image([base, own], undefined, `scale-${i}`));
+    refs.push(ref);
+  }
+  await b.save();
+  return { layoutDir: dir, refs };
+}
+
+/** Digests of every layer the manifests of an OCI layout name. */
+export async function layoutLayerDigests(layoutDir: string): Promise<Set<string>> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const out = new Set<string>();
+  for (const f of await readdir(join(layoutDir, 'blobs', 'sha256'))) {
+    const text = await readFile(join(layoutDir, 'blobs', 'sha256', f), 'latin1');
+    const layers = text.startsWith('{') ? (JSON.parse(text) as { layers?: unknown }).layers : undefined;
+    if (Array.isArray(layers)) for (const l of layers as { digest: string }[]) out.add(l.digest);
+  }
+  return out;
+}

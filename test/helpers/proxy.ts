@@ -8,8 +8,9 @@ import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { Transform } from 'node:stream';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { rng } from './seeded.js';
 
 export interface RequestInfo {
   method: string;
@@ -21,6 +22,26 @@ export interface RequestInfo {
   range?: string;
 }
 
+/**
+ * `drop` resets the connection before answering; `truncate` forwards and cuts the answer's body
+ * half way; `stall` forwards and sends the answer's headers (and half its body), then nothing,
+ * never closing; for a request with a body (an upload), `stall` stops reading it half way and
+ * never answers. `corrupt` flips one byte of the answer's body; `delay` holds the request.
+ */
+export type FaultKind = 503 | 502 | 500 | 429 | 'drop' | 'corrupt' | 'truncate' | 'stall' | 'delay';
+
+/** Faults on a seeded share of the requests: the same requests fail the same way on every run. */
+export interface Chaos {
+  seed: number;
+  /** Share of the matching requests that fail (0.1: one in ten). */
+  rate: number;
+  kinds: FaultKind[];
+  /** Which requests may fail (default: all). */
+  match?: (r: RequestInfo) => boolean;
+  /** Retry-After sent with 429 (default "1"). */
+  retryAfter?: string;
+}
+
 export interface Fault {
   match: (r: RequestInfo) => boolean;
   /** How many matching requests fail (then the fault is spent). */
@@ -29,7 +50,7 @@ export interface Fault {
    * `corrupt` forwards the request and flips one byte of the answer's body;
    * `truncate` forwards it and cuts the connection half-way through the answer's body.
    */
-  kind: 503 | 500 | 429 | 'drop' | 'corrupt' | 'truncate' | 'delay';
+  kind: FaultKind;
   /** For `delay`: how long to hold the request before forwarding it. */
   delayMs?: number;
   /** Retry-After value sent with 429/503. */
@@ -63,6 +84,10 @@ export interface ProxyOptions {
   tls?: { certFile: string; keyFile: string };
   /** Drop the Range header of every request, like a registry that does not serve ranges. */
   stripRange?: boolean;
+  /** Faults on a seeded share of the requests. */
+  chaos?: Chaos;
+  /** Called as each request arrives, before anything else (a test may kill its client here). */
+  onRequest?: (r: RequestInfo) => void;
 }
 
 export interface RecordedRequest extends RequestInfo {
@@ -74,6 +99,10 @@ export interface RecordedRequest extends RequestInfo {
   bodyComplete: boolean;
   /** Whether an Authorization header came with it (never its value). */
   authorized: boolean;
+  /** The fault injected into it, if any. */
+  fault?: FaultKind;
+  /** sha256 of the whole request body forwarded upstream, once the client has sent all of it. */
+  bodySha256?: string;
   /** Order of events at the proxy (no clock): when the request arrived, and when its answer was done. */
   arrived: number;
   done?: number;
@@ -97,6 +126,8 @@ export interface RunningProxy {
   tokensIssued: string[];
   count(method: string, path: string | RegExp): number;
   addFault(f: Fault): void;
+  /** Start (or, with undefined, stop) seeded faults; the schedule starts over from its seed. */
+  setChaos(c: Chaos | undefined): void;
   reset(): void;
   stop(): Promise<void>;
 }
@@ -140,7 +171,7 @@ function cutAfter(keep: number, res: http.ServerResponse): Transform {
   });
 }
 
-function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, alter?: 'corrupt' | 'truncate', stripRange = false): void {
+function forward(target: string, req: http.IncomingMessage, res: http.ServerResponse, record: RecordedRequest, alter?: 'corrupt' | 'truncate' | 'stall', stripRange = false): void {
   const [hostname, port] = target.split(':');
   const headers = { ...req.headers };
   delete headers['authorization'];
@@ -155,6 +186,16 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
       const length = Number(upRes.headers['content-length'] ?? NaN);
       if (alter === 'corrupt') upRes.pipe(flipOneByte()).pipe(res);
       else if (alter === 'truncate' && length > 1) upRes.pipe(cutAfter(Math.floor(length / 2), res)).pipe(res);
+      else if (alter === 'stall') {
+        // Headers and half the body (when there is one), then nothing: the connection stays open.
+        const half = Number.isFinite(length) ? Math.floor(length / 2) : 0;
+        let passed = 0;
+        upRes.on('data', (c: Buffer) => {
+          if (passed < half) res.write(c.subarray(0, half - passed));
+          passed += c.length;
+        });
+        if (half === 0) res.flushHeaders();
+      }
       else upRes.pipe(res);
     },
   );
@@ -166,7 +207,12 @@ function forward(target: string, req: http.IncomingMessage, res: http.ServerResp
   });
   req.on('aborted', () => up.destroy());
   // Counted here, where the body starts to flow (a delayed request must not lose its body).
-  req.on('data', (c: Buffer) => (record.bodyBytes += c.length));
+  const hash = createHash('sha256');
+  req.on('data', (c: Buffer) => {
+    record.bodyBytes += c.length;
+    hash.update(c);
+  });
+  req.on('end', () => (record.bodySha256 = `sha256:${hash.digest('hex')}`));
   req.pipe(up);
 }
 
@@ -196,6 +242,9 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const tokensIssued: string[] = [];
   const valid = new Set<string>();
   let selfHost = '';
+  // The seeded schedule of chaos faults.
+  let chaosOpts = opts.chaos;
+  let chaosNext = rng(opts.chaos?.seed ?? 0);
   let events = 0;
 
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -211,21 +260,38 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       arrivedAt: Date.now(),
     };
     requests.push(record);
+    opts.onRequest?.(info);
     req.on('end', () => (record.bodyComplete = true));
     res.on('close', () => {
       record.done = ++events;
       record.doneAt = Date.now();
     });
 
-    const fault = faults.find((f) => f.times > 0 && f.match(info));
+    let fault: { kind: FaultKind; delayMs?: number; retryAfter?: string } | undefined = faults.find((f) => f.times > 0 && f.match(info));
+    if (fault) (fault as Fault).times--;
+    const chaos = chaosOpts;
+    if (!fault && chaos && (chaos.match?.(info) ?? true) && chaosNext() < chaos.rate) {
+      fault = { kind: chaos.kinds[Math.floor(chaosNext() * chaos.kinds.length)]!, retryAfter: chaos.retryAfter ?? '1' };
+    }
     if (fault) {
-      fault.times--;
+      record.fault = fault.kind;
+      const hasBody = !['GET', 'HEAD'].includes(info.method) && Number(req.headers['content-length'] ?? 0) > 0;
+      if (fault.kind === 'stall' && hasBody) {
+        // An upload the server stops reading half way, and never answers.
+        const half = Math.floor(Number(req.headers['content-length']) / 2);
+        let got = 0;
+        req.on('data', (c: Buffer) => {
+          got += c.length;
+          if (got >= half) req.pause();
+        });
+        return;
+      }
       if (fault.kind === 'drop') {
         record.status = -1;
         req.socket.destroy();
         return;
       }
-      if (fault.kind === 'corrupt' || fault.kind === 'truncate') {
+      if (fault.kind === 'corrupt' || fault.kind === 'truncate' || fault.kind === 'stall') {
         forward(target, req, res, record, fault.kind, opts.stripRange);
         return;
       }
@@ -353,6 +419,10 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     },
     addFault(f) {
       faults.push(f);
+    },
+    setChaos(c) {
+      chaosOpts = c;
+      chaosNext = rng(c?.seed ?? 0);
     },
     reset() {
       requests.length = 0;

@@ -203,3 +203,23 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
   await rm(dataDir, { recursive: true, force: true });
   throw new Error(`docker-registry did not start: ${lastError}`);
 }
+
+/** `repo:tag -> digest` of every tag under `prefix/` of a registry, read from its own API (a witness independent of the tool). */
+export async function targetState(registryHost: string, prefix: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const catalog = (await (await fetch(`http://${registryHost}/v2/_catalog?n=1000`)).json()) as { repositories: string[] };
+  for (const repo of catalog.repositories.filter((r) => r.startsWith(`${prefix}/`))) {
+    const tags = ((await (await fetch(`http://${registryHost}/v2/${repo}/tags/list`)).json()) as { tags: string[] | null }).tags ?? [];
+    for (const tag of tags) {
+      const res = await fetch(`http://${registryHost}/v2/${repo}/manifests/${tag}`, {
+        method: 'HEAD',
+        headers: {
+          accept:
+            'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json',
+        },
+      });
+      out.set(`${repo.slice(prefix.length + 1)}:${tag}`, res.headers.get('docker-content-digest') ?? '?');
+    }
+  }
+  return out;
+}

@@ -5,8 +5,21 @@
  */
 import assert from 'node:assert/strict';
 import { open, readFile, writeFile } from 'node:fs/promises';
-import { decodeSeekTable, encodeRawFrame, encodeSeekTable, parseSeekTableFooter, decodeFrame, SEEK_TABLE_FOOTER_SIZE } from '../../src/archive/zstd-frames.js';
+import type { KeyObject } from 'node:crypto';
+import {
+  decodeSeekTable,
+  encodeRawFrame,
+  encodeSeekTable,
+  parseFrameHeader,
+  parseSeekTableFooter,
+  decodeFrame,
+  SEEK_TABLE_FOOTER_SIZE,
+  type SeekEntry,
+} from '../../src/archive/zstd-frames.js';
 import { CONTROL_FRAMES } from '../../src/archive/reader.js';
+import { encodeFileHeader, padding, TAR_BLOCK } from '../../src/archive/tar.js';
+import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER } from '../../src/bundle/manifest.js';
+import { signEnvelope } from '../../src/sign/dsse.js';
 
 /** Control frames from the end: manifest header, manifest data, signature header, signature data, end of archive. */
 const MANIFEST_DATA = CONTROL_FRAMES - 1;
@@ -49,4 +62,55 @@ export async function flipByteAfter(path: string, needle: Buffer, skip: number, 
   } finally {
     await fh.close();
   }
+}
+
+export interface SplitBundle {
+  /** Each frame's bytes, in file order (the seek table not included). */
+  frames: Buffer[];
+  entries: SeekEntry[];
+}
+
+/** The frames of a bundle, as its seek table lists them. */
+export function splitFrames(whole: Buffer): SplitBundle {
+  const { tableSize } = parseSeekTableFooter(whole.subarray(whole.length - SEEK_TABLE_FOOTER_SIZE));
+  const entries = decodeSeekTable(whole.subarray(whole.length - tableSize));
+  const frames: Buffer[] = [];
+  let pos = 0;
+  for (const e of entries) {
+    frames.push(whole.subarray(pos, pos + e.compressedSize));
+    pos += e.compressedSize;
+  }
+  return { frames, entries };
+}
+
+/** Frames and a seek table that describes them exactly. */
+export function joinFrames(frames: readonly Buffer[]): Buffer {
+  const entries: SeekEntry[] = frames.map((f) => {
+    const size = parseFrameHeader(f).contentSize;
+    if (size === null) throw new Error('a frame without a content size');
+    return { compressedSize: f.length, decompressedSize: size };
+  });
+  return Buffer.concat([...frames, encodeSeekTable(entries)]);
+}
+
+/**
+ * Replace the manifest and its envelope with any bytes (any length): the five control frames
+ * are rebuilt as the writer would, so the file stays well framed and only the content says
+ * what it says. With `sign`, the envelope is made over the new manifest with that key.
+ */
+export function replaceControlMembers(whole: Buffer, manifest: Buffer, envelope: Buffer | { sign: KeyObject }, mtime: Date): Buffer {
+  const { frames } = splitFrames(whole);
+  const env = Buffer.isBuffer(envelope)
+    ? envelope
+    : Buffer.from(`${JSON.stringify(signEnvelope(manifest, MANIFEST_PAYLOAD_TYPE, envelope.sign), null, 2)}\n`);
+  const control: Buffer[] = [];
+  for (const [path, data] of [
+    [MANIFEST_MEMBER, manifest],
+    [SIGNATURE_MEMBER, env],
+  ] as const) {
+    control.push(Buffer.concat(encodeRawFrame([encodeFileHeader(path, data.length, mtime)]).buffers));
+    control.push(Buffer.concat(encodeRawFrame([data, Buffer.alloc(padding(data.length))]).buffers));
+  }
+  control.push(Buffer.concat(encodeRawFrame([Buffer.alloc(2 * TAR_BLOCK)]).buffers));
+  return joinFrames([...frames.slice(0, frames.length - CONTROL_FRAMES), ...control]);
 }
