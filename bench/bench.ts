@@ -18,6 +18,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRegistry, type RunningRegistry } from '../test/helpers/registry.js';
+import { MANIFEST_MEDIA_TYPES } from '../src/oci/media-types.js';
 import { ensureDataset, IMAGE_REFS, type Dataset } from './dataset.js';
 import { formatProfile, summarizeProfile } from './profile-summary.js';
 import { ensureTools, median, pipelineArgv, q, run, runSeq, show, type RunOutcome } from './proc.js';
@@ -48,12 +49,7 @@ const rel = (p: string): string => path.relative(ROOT, p) || '.';
 const MB = (b: number): string => (b / 1e6).toFixed(1);
 const sec = (ms: number): string => (ms / 1000).toFixed(2);
 
-const MANIFEST_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
+const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ');
 
 /** HTTP status of HEAD /v2/<repo>/manifests/<ref> on a loopback registry. */
 function headManifest(host: string, repo: string, ref: string): Promise<number> {

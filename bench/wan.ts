@@ -10,14 +10,14 @@
  * BENCH_WAN_CONN_MBPS (16, MB/s per connection), BENCH_WAN_LINK_MBPS (100, MB/s of the link),
  * BENCH_WAN_CURLS (16 parallel curls), BENCH_WAN_CREATE_ARGS (extra create flags).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ensureDataset, IMAGE_REFS, type Dataset } from './dataset.js';
 import { median, pipelineArgv, q, run, runSeq, show, type RunOutcome } from './proc.js';
 import { startShaper } from './shaper.js';
 import type { RunningRegistry } from '../test/helpers/registry.js';
+import { MANIFEST_MEDIA_TYPES } from '../src/oci/media-types.js';
+import { hashFile } from '../src/standalone/executable.js';
 
 export const WAN = {
   scale: Number(process.env['BENCH_WAN_SCALE'] ?? '0.25'),
@@ -86,17 +86,10 @@ function linkProfile(buckets: number[], totalMs: number, rate: number): string {
   );
 }
 
-const MANIFEST_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
+const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ');
 
 async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
-  return h.digest('hex');
+  return (await hashFile(file)).digest.slice('sha256:'.length);
 }
 
 export async function runWanScenario(opts: {

@@ -25,6 +25,11 @@ function parseSeconds(value: string): number {
   return n;
 }
 
+/** Every command that reads a bundle finds its volumes beside the one named, or in these folders. */
+function volumesDirOption(): Option {
+  return new Option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named').argParser(collect);
+}
+
 function outputOptions(cmd: Command): Command {
   return cmd
     .option('-q, --quiet', 'print nothing but warnings and errors')
@@ -144,7 +149,7 @@ ${EXIT_DOC}`,
       .command('inspect')
       .description('Show what a bundle holds (images, sizes, signer, and any manifest fields this version does not know, from a newer 1.x format) from its manifest, instantly. Checks nothing: use verify.')
       .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
-      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
+      .addOption(volumesDirOption())
       .option('--manifest-out <file>', 'save the bundle manifest (small): create --since takes it in place of the whole bundle')
       .addHelpText('after', `\nExample:\n  $ bundle inspect july.airgap\n  $ bundle inspect july.airgap --manifest-out july.manifest.json   # keep it for next month's --since\n${EXIT_DOC}`),
   ).action(async (file, opts) => setCode(await (await import('./commands/inspect.js')).inspectCommand(file, opts)));
@@ -154,7 +159,7 @@ ${EXIT_DOC}`,
       .command('verify')
       .description('Prove a bundle is complete, untampered and signed by a trusted key, without unpacking it.')
       .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
-      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
+      .addOption(volumesDirOption())
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--base <bundle>', 'for an update bundle (create --since): the base bundle; verify both and that the base carries what the update leaves out')
       .addHelpText(
@@ -175,7 +180,7 @@ ${EXIT_DOC}`,
       .command('push')
       .description('Push every image of a bundle into a registry, straight from the file, and write mirror configuration.')
       .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
-      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
+      .addOption(volumesDirOption())
       .requiredOption('--to <host[:port][/prefix]>', 'destination; quay.io/ns/app:1.2 lands at HOST/PREFIX/ns/app:1.2')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'push even though nobody\'s signature is checked')
@@ -226,7 +231,7 @@ ${EXIT_DOC}`,
     .command('serve')
     .description('Serve a bundle as a read-only registry (OCI Distribution API) straight from the .airgap file: no registry, no unpacking.')
     .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
-    .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
+    .addOption(volumesDirOption())
     .option('--listen <host:port>', 'address to listen on; anything but loopback must be named (0.0.0.0:5000 for every interface)', '127.0.0.1:5000')
     .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
     .option('--insecure-skip-signature', 'serve even though nobody\'s signature is checked')
@@ -262,7 +267,7 @@ ${EXIT_DOC}`,
       .command('extract')
       .description('Write a bundle out as a standard OCI image layout (or write one member), checking every blob as it is written.')
       .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
-      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
+      .addOption(volumesDirOption())
       .option('--oci-layout <dir>', 'the folder to write the OCI image layout into (new, empty, or an earlier extraction to resume)')
       .option('--member <path-or-digest>', 'one member instead: index.json, blobs/sha256/<hex>, or a sha256:<hex> digest')
       .option('-o, --output <file>', 'where --member goes (- for stdout)')
@@ -298,7 +303,7 @@ ${EXIT_DOC}`,
       .command('extract-tool')
       .description('Write out the standalone executable a bundle carries (create --include-tool), after checking the signature and its sha256.')
       .argument('<file>', 'the .airgap file (or any volume of one: july.airgap.001)')
-      .option('--volumes-dir <dir>', 'a folder holding more volumes of a bundle written in volumes (repeatable, one per disk); the others are found beside the one named', collect)
+      .addOption(volumesDirOption())
       .requiredOption('-o, --output <path>', 'where to write the executable (mode 0755; written under a temporary name, renamed when complete)')
       .option('--key <file-or-dir>', 'trusted public key, or a directory of them (repeatable)', collect)
       .option('--insecure-skip-signature', 'extract even though nobody\'s signature is checked')
