@@ -1,9 +1,9 @@
 /**
  * The build step after `tsc` (`npm run build`):
  * 1. compiles the bundle manifest's JSON Schema (as written, and opened for newer
- *    minors) into standalone validation code with ajv (dist/generated/), so verify
- *    and push do not load and compile ajv at every start (validate.ts falls back
- *    to compiling when it is missing);
+ *    minors) and the bundle config's into standalone validation code with ajv
+ *    (dist/generated/), so verify, push and create do not load and compile ajv at
+ *    every start (validate.ts and config.ts fall back to compiling when it is missing);
  * 2. bundles the CLI and the hashing worker into single files with esbuild
  *    (dist/bundle/), which bin/bundle.js runs: one file to load instead of
  *    hundreds of modules halves the start-up of a short command such as a
@@ -15,6 +15,7 @@ import standalone from 'ajv/dist/standalone/index.js';
 import { build } from 'esbuild';
 import { createAjv, loadSchemaFile } from './bundle/schema-problems.js';
 import { MANIFEST_SCHEMA_URL, openSchema, VALIDATOR_FILES } from './bundle/validate.js';
+import { CONFIG_SCHEMA_URL, CONFIG_VALIDATOR_FILE } from './config/config.js';
 import { generatedFile, packageRoot } from './util/package-root.js';
 
 const PACKAGE_ROOT = packageRoot();
@@ -27,6 +28,13 @@ for (const [which, file] of Object.entries(VALIDATOR_FILES)) {
   const validatorFile = generatedFile(file);
   mkdirSync(dirname(validatorFile), { recursive: true });
   writeFileSync(validatorFile, `// Generated from spec/bundle-manifest.schema.json by src/build.ts: do not edit.\n${standalone.default(ajv, validate)}\n`);
+}
+
+// The bundle config's schema too: create validates every config with it.
+{
+  const ajv = createAjv({ code: { source: true } });
+  const validate = ajv.compile(loadSchemaFile(CONFIG_SCHEMA_URL));
+  writeFileSync(generatedFile(CONFIG_VALIDATOR_FILE), `// Generated from spec/bundle-config.schema.json by src/build.ts: do not edit.\n${standalone.default(ajv, validate)}\n`);
 }
 
 // A fresh folder: chunk names carry content hashes, so old ones would pile up.

@@ -16,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { build, type Plugin } from 'esbuild';
 import { VALIDATOR_FILES } from './bundle/validate.js';
 import { generatedFile, packageRoot } from './util/package-root.js';
+import { CONFIG_VALIDATOR_FILE } from './config/config.js';
 
 interface PackageConfig {
   entry: string;
@@ -51,6 +52,7 @@ const rewrites: { file: string; from: string; to: string }[] = [
     from: 'createRequire(import.meta.url)(generatedFile(VALIDATOR_FILES[which]))',
     to: `(which === 'open' ? require(${JSON.stringify(generatedFile(VALIDATOR_FILES.open))}) : require(${JSON.stringify(generatedFile(VALIDATOR_FILES.strict))}))`,
   },
+  { file: 'config/config.js', from: 'createRequire(import.meta.url)(generatedFile(CONFIG_VALIDATOR_FILE))', to: `require(${JSON.stringify(generatedFile(CONFIG_VALIDATOR_FILE))})` },
 ];
 const standalonePlugin: Plugin = {
   name: 'standalone',

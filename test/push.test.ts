@@ -1,7 +1,7 @@
 /**
  * push against real registries: destinations that would clash, --keep-registry-host,
  * a destination that is unreachable or refuses the password, and progress that
- * never reports more bytes done than its total.
+ * never reports more bytes done than its total, and uploads that start with the largest blob.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { startProxy } from './helpers/proxy.js';
-import { buildTestImages, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
+import { buildTestImages, LayoutBuilder, pseudoRandom, skopeoCopy, skopeoInspectRaw, type TestImageSet } from './helpers/images.js';
 import { assertNoStack, runBundle, type RunResult } from './helpers/cli.js';
 
 let work: string;
@@ -185,6 +185,41 @@ describe('progress', () => {
       // Every member of this bundle was sent to an empty registry: all of the total is done.
       assert.equal(pushed.done, pushed.total, pushed.line);
     } finally {
+      await dst.stop();
+    }
+  });
+});
+
+describe('push: order of uploads', () => {
+  it('starts the largest waiting blob first (seen at a proxy), not the order the manifest lists them in', async () => {
+    // Layers listed smallest first: a first-come order would upload them smallest first.
+    const dir = join(work, 'order');
+    const b = await new LayoutBuilder(join(dir, 'layout')).init();
+    const layers = [];
+    for (const [i, kib] of [16, 64, 128, 256, 512].entries()) layers.push(await b.layer({ [`l${i}.bin`]: pseudoRandom(`order-${i}`, kib * 1024) }));
+    b.tag('ordered', await b.image(layers, undefined, 'ordered'));
+    await b.save();
+    await writeFile(join(dir, 'b.yaml'), `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nociLayouts:\n  - path: ${join(dir, 'layout')}\n    refs: [ordered]\n`);
+    const file = join(dir, 'ordered.airgap');
+    const c = await runBundle(['create', '-c', join(dir, 'b.yaml'), '-o', file, '--sign-key', join(work, 'site.key')]);
+    assert.equal(c.code, 0, c.stderr);
+    const dst = await startRegistry();
+    const proxy = await startProxy(dst.host);
+    try {
+      const r = await runBundle(['push', file, '--to', `${proxy.host}/m`, '--key', key, '--concurrency', '1', '--out-dir', join(dir, 'out')]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const sizeOf = new Map(layers.map((l) => [l.digest, l.size]));
+      // The uploads that complete a blob, in the order they reached the registry.
+      const uploaded = proxy.requests
+        .filter((q) => q.method === 'PUT' && q.path.includes('/blobs/uploads/'))
+        .map((q) => new URL(q.url, 'http://x').searchParams.get('digest')!)
+        .filter((d) => sizeOf.has(d))
+        .map((d) => sizeOf.get(d)!);
+      assert.equal(uploaded.length, layers.length, JSON.stringify(proxy.requests.map((q) => `${q.method} ${q.url}`)));
+      // One slot: the first blob takes it at once (the config, listed first); every later one is the largest left.
+      assert.deepEqual(uploaded, [...uploaded].sort((x, y) => y - x));
+    } finally {
+      await proxy.stop();
       await dst.stop();
     }
   });

@@ -10,8 +10,8 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 export interface PositionalOutput {
   /** Write `buffers` (logically concatenated) at `position`; resolves when all are handed to the OS. */
   write(buffers: readonly Buffer[], position: number): Promise<void>;
-  /** Read exactly `length` bytes at `position` (bytes written earlier). */
-  read(length: number, position: number): Promise<Buffer>;
+  /** Read exactly `length` bytes at `position` (bytes written earlier), into `into` when given (reused scratch). */
+  read(length: number, position: number, into?: Buffer): Promise<Buffer>;
   truncate(size: number): Promise<void>;
   sync(): Promise<void>;
   close(): Promise<void>;
@@ -65,8 +65,8 @@ export class FileOutput implements PositionalOutput {
     }
   }
 
-  async read(length: number, position: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
+  async read(length: number, position: number, into?: Buffer): Promise<Buffer> {
+    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
       const n = await new Promise<number>((resolve, reject) => {

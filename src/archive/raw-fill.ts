@@ -143,8 +143,12 @@ export async function fillRawRegion(out: PositionalOutput, region: RawRegion, sr
   const geo = new RawGeometry(desc.size, region.frameContent, region.dataStart);
   const what = `blob ${desc.digest}`;
   const pad = Buffer.alloc(padding(desc.size));
+  // Frames read back are hashed at once, one at a time: one scratch buffer serves them all
+  // (a fresh buffer per frame would churn the heap and its garbage collector for nothing).
+  let scratch: Buffer | undefined;
   const hasher = new OrderedHasher(async (i) => {
-    const frame = await out.read(geo.frameSize(i), geo.fileOffset(i));
+    scratch ??= Buffer.allocUnsafe(geo.frameSize(0));
+    const frame = await out.read(geo.frameSize(i), geo.fileOffset(i), scratch);
     const content = rawFrameContent(frame) ?? [];
     return trim(content, geo.contentEnd(i) - geo.contentStart(i));
   });

@@ -237,8 +237,8 @@ export class VolumeOutput implements PositionalOutput {
     this.size = Math.max(this.size, pos);
   }
 
-  async read(length: number, position: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
+  async read(length: number, position: number, into?: Buffer): Promise<Buffer> {
+    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
       const pos = position + done;

@@ -25,6 +25,7 @@
  */
 import type { ValidateFunction } from 'ajv';
 import { readFile, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import {
@@ -37,7 +38,7 @@ import {
 } from '../bundle/schema-problems.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import { errorMessage, UsageError } from '../util/errors.js';
-import { specFile } from '../util/package-root.js';
+import { generatedFile, specFile } from '../util/package-root.js';
 
 export const CONFIG_API_VERSION = 'airgap.bundle/v1alpha1';
 export const CONFIG_KIND = 'BundleConfig';
@@ -125,10 +126,21 @@ interface RawConfig {
   imageStreams?: { path: string }[];
 }
 
+/** The config schema's validator, generated at build time (src/build.ts): compiling it with ajv at every create cost about 0.1 s. */
+export const CONFIG_VALIDATOR_FILE = 'config-validator.cjs';
+
 let compiled: ValidateFunction | undefined;
 
+/** The validator precompiled at build time, else compiled now. */
 function validator(): ValidateFunction {
-  if (!compiled) compiled = createAjv().compile(loadSchemaFile(CONFIG_SCHEMA_URL));
+  if (!compiled) {
+    try {
+      const mod = createRequire(import.meta.url)(generatedFile(CONFIG_VALIDATOR_FILE)) as ValidateFunction | { default: ValidateFunction };
+      compiled = typeof mod === 'function' ? mod : mod.default;
+    } catch {
+      compiled = createAjv().compile(loadSchemaFile(CONFIG_SCHEMA_URL));
+    }
+  }
   return compiled;
 }
 

@@ -7,6 +7,9 @@ import { BundleError } from '../util/errors.js';
 import type { Progress } from '../util/progress.js';
 import { Limiter } from './limit.js';
 
+/** Small reads that planning waits on go before any blob transfer waiting for a slot. */
+const PLANNING = Number.MAX_SAFE_INTEGER;
+
 /** One image (manifest or index) to copy, with where it comes from and goes. */
 export interface CopyRoot {
   srcRepo: string;
@@ -157,7 +160,7 @@ export class CopyEngine {
       await settleAll(
         plan.blobs
           .filter((b) => inline(b) && !plan.inline.has(b.digest))
-          .map(async (b) => plan.inline.set(b.digest, await this.limiter.run(() => this.readBlob(root.srcRepo, b, root.label)))),
+          .map(async (b) => plan.inline.set(b.digest, await this.limiter.run(() => this.readBlob(root.srcRepo, b, root.label), PLANNING))),
       );
     }
     return plan;
@@ -225,7 +228,7 @@ export class CopyEngine {
     if (config.size > 4 << 20) return [];
     let bytes = plan.inline.get(config.digest);
     if (!bytes) {
-      bytes = await this.limiter.run(() => this.readBlob(repo, config, `${label} config`));
+      bytes = await this.limiter.run(() => this.readBlob(repo, config, `${label} config`), PLANNING);
       if (this.opts.inlineBlob?.(config)) plan.inline.set(config.digest, bytes);
     }
     try {
@@ -283,7 +286,8 @@ export class CopyEngine {
         if (first) await first.catch(() => undefined);
         // A destination that schedules its own requests takes the slots one request at a time.
         if (this.dst.schedulesTransfers) return this.transferBlob(srcRepo, dstRepo, desc, label);
-        return this.limiter.run(() => this.transferBlob(srcRepo, dstRepo, desc, label));
+        // Largest first: the run ends no later than its largest blob, which then never starts last.
+        return this.limiter.run(() => this.transferBlob(srcRepo, dstRepo, desc, label), desc.size);
       })();
       this.blobs.set(key, p);
       if (!first) this.firstTransfer.set(desc.digest, p);

@@ -1,14 +1,20 @@
-/** A counting semaphore: at most `n` tasks run at once. */
+/**
+ * A counting semaphore: at most `n` tasks run at once. Waiting tasks start
+ * highest `priority` first (first come first served among equals): a copy
+ * gives a blob's size, so the largest blobs start first and the last one to
+ * finish is not a large one started late (a blob's upload cannot be split).
+ */
 export class Limiter {
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  /** Waiting tasks, highest priority first. */
+  private readonly waiting: { priority: number; start: () => void }[] = [];
 
   constructor(private readonly n: number) {
     if (!(n >= 1)) throw new Error('concurrency must be at least 1');
   }
 
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    const release = await this.acquire();
+  async run<T>(task: () => Promise<T>, priority = 0): Promise<T> {
+    const release = await this.acquire(priority);
     try {
       return await task();
     } finally {
@@ -17,9 +23,14 @@ export class Limiter {
   }
 
   /** Take a slot; the returned function gives it back (once). */
-  async acquire(): Promise<() => void> {
+  async acquire(priority = 0): Promise<() => void> {
     if (this.active >= this.n) {
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      await new Promise<void>((start) => {
+        // After the last waiting task of the same or a higher priority.
+        let i = this.waiting.length;
+        while (i > 0 && this.waiting[i - 1]!.priority < priority) i--;
+        this.waiting.splice(i, 0, { priority, start });
+      });
     } else {
       this.active++;
     }
@@ -28,7 +39,7 @@ export class Limiter {
       if (released) return;
       released = true;
       const next = this.waiting.shift();
-      if (next) next();
+      if (next) next.start();
       else this.active--;
     };
   }
