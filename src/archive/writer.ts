@@ -4,17 +4,18 @@
  * Two ways to fill it. Appended: members go in as they are put, one after the
  * other (tests, small jobs). Planned (`layout()`): once every blob's descriptor
  * is known, the whole file is laid out in a fixed order (by digest), whatever
- * order the bytes arrive in: manifests and small blobs given in memory are
- * compressed and written at once; already-compressed blobs (by media type) get a
- * reserved region of raw frames, whose size follows from the descriptor alone,
- * filled by positional writes from parallel range requests; other blobs are
- * streamed and compressed after the planned region, one after the other, in
- * digest order. Same inputs and creation time, same bytes.
+ * order the bytes arrive in: manifests given in memory are compressed and
+ * written at once; already-compressed blobs (by media type) get a reserved
+ * region of raw frames, whose size follows from the descriptor alone, filled by
+ * positional writes from parallel range requests; other blobs (configs,
+ * uncompressed layers) are compressed after the planned region, one after the
+ * other, in digest order (small ones are fetched at once and wait in memory for
+ * their turn). Same inputs and creation time, same bytes.
  */
 import { createHash } from 'node:crypto';
 import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   FORMAT_VERSION,
   MANIFEST_MEMBER,
@@ -128,6 +129,8 @@ export class ArchiveWriter implements WritableContentStore {
   /** Set by layout(): every planned member by digest. */
   private regions: Map<string, Region> | undefined;
   private aborting: Promise<void> | undefined;
+  /** Bytes of small tail members that may wait in memory for their turn. */
+  private readAheadRoom = TAIL_READ_AHEAD_ROOM;
 
   private constructor(
     readonly path: string,
@@ -337,13 +340,29 @@ export class ArchiveWriter implements WritableContentStore {
     return region.job.then(() => (region.put++ === 0 ? 'written' : 'exists'));
   }
 
-  /** A blob streamed after the planned region, in its turn. */
+  /**
+   * A blob written after the planned region, in its turn. A small one (a config)
+   * is read at once, while there is room, and waits in memory for its turn: the
+   * small blobs of the tail are not fetched one after the other.
+   */
   private async writeTail(region: Region, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions): Promise<void> {
+    let early: Promise<Buffer> | undefined;
+    let giveBack = (): void => undefined;
+    if (desc.size <= TAIL_READ_AHEAD_MAX && this.readAheadRoom >= desc.size) {
+      this.readAheadRoom -= desc.size;
+      giveBack = () => {
+        this.readAheadRoom += desc.size;
+        giveBack = () => undefined;
+      };
+      early = readWhole(desc, open, opts.slots);
+      early.catch(() => undefined); // fails the member in its turn
+    }
     try {
       await region.previous;
-      const release = opts.slots ? await opts.slots.acquire() : () => undefined;
+      const release = opts.slots && !early ? await opts.slots.acquire() : () => undefined;
       try {
-        const member = await this.enqueue(() => this.writeStreamMember(desc, open));
+        const bytes = early && (await early);
+        const member = await this.enqueue(() => this.writeStreamMember(desc, bytes ? async () => Readable.from([bytes], { objectMode: false }) : open));
         region.member = member;
         region.state = 'done';
         this.memberByDigest.set(desc.digest, member);
@@ -354,6 +373,7 @@ export class ArchiveWriter implements WritableContentStore {
       region.state = 'failed';
       throw err;
     } finally {
+      giveBack();
       region.settle!();
     }
   }
@@ -715,6 +735,33 @@ export class ArchiveWriter implements WritableContentStore {
       }
       throw err;
     }
+  }
+}
+
+/** Tail members up to this size are read as soon as they are asked for... */
+const TAIL_READ_AHEAD_MAX = 1024 * 1024;
+/** ...while those waiting for their turn hold no more than this. */
+const TAIL_READ_AHEAD_ROOM = 32 * 1024 * 1024;
+
+/** A small blob's bytes, read under a transfer slot (checked against its digest when it is written). */
+async function readWhole(desc: Descriptor, open: () => Promise<Readable>, slots: PutBlobOptions['slots']): Promise<Buffer> {
+  const release = slots ? await slots.acquire() : () => undefined;
+  let stream: Readable | undefined;
+  try {
+    stream = await open();
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of stream) {
+      const b = Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array);
+      if ((n += b.length) > desc.size) throw new DigestMismatchError(desc.digest, `more than ${desc.size} bytes`, `blob ${desc.digest}`);
+      chunks.push(b);
+    }
+    return Buffer.concat(chunks);
+  } catch (err) {
+    stream?.destroy();
+    throw err;
+  } finally {
+    release();
   }
 }
 

@@ -3,11 +3,10 @@ import { access, mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath, basename } from 'node:path';
 import { parseVolumeSize, volumeName } from '../archive/volumes.js';
-import { ArchiveWriter, isCompressedMediaType, type LayoutEntry } from '../archive/writer.js';
+import { ArchiveWriter, type LayoutEntry } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
 import { LeaveOutStore, loadBase } from '../bundle/update.js';
 import { loadConfig, type LoadedConfig } from '../config/config.js';
-import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats, type ImagePlan } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { pullStoreFactory } from '../store/mirrored-store.js';
@@ -18,7 +17,7 @@ import { keyId, loadPrivateKey, privateKeyPermissionWarning } from '../sign/keys
 import { signEnvelope } from '../sign/dsse.js';
 import { sourceDateEpoch } from '../oci/image-builder.js';
 import { SOURCE_KINDS } from '../sources/index.js';
-import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
+import type { CreateContext, SkippedImage, SourceImage, SourcePlan } from '../sources/source.js';
 import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import type { ContentStore } from '../store/store.js';
 import { digestHex, verified } from '../util/digest.js';
@@ -157,39 +156,24 @@ async function createFromSources(
 ): Promise<number> {
   const { progress } = ctx;
   const { output, signer, started, toolFile, base, volumeSize } = run;
-  progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
-  let planned: { kind: string; plan: SourcePlan }[];
-  let sources: SourceImage[];
-  const failed: { source: string; error: string }[] = [];
-  const warnings: string[] = [];
-  try {
-    planned = await planSources(config, ctx);
-    sources = mergeImages(planned);
-    for (const { plan } of planned) failed.push(...plan.failures);
-    for (const { plan } of planned) warnings.push(...(plan.warnings ?? []));
-  } catch (err) {
-    progress.finishPhase(false);
-    throw err;
-  }
-  const skipped = planned.flatMap(({ plan }) => plan.skipped);
-  progress.finishPhase(failed.length === 0);
-  for (const w of warnings) progress.warn(w);
-  for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
-  for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
-  if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
-
+  // The file is opened first: an image's manifests are read the moment it is resolved
+  // (while the other sources still resolve), by the engine that then copies it there.
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
   const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created, volumeSize });
   const images: BundleImage[] = [];
+  let sources: SourceImage[] | undefined;
+  const failed: { source: string; error: string }[] = [];
+  const skipped: SkippedImage[] = [];
   // Once interrupted, the interruption decides how the command ends (not the errors it causes).
   let interruption: Promise<number> | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
     interruption = opening
       .then((w) => {
+        const done = sources ? ` (${images.length} of ${sources.length} images were complete)` : '';
         process.stderr.write(
-          `interrupted (${signal}): ${output} was not written (${images.length} of ${sources.length} images were complete); removed its temporary file ${w.tempPath}; run the same create again to start over\n`,
+          `interrupted (${signal}): ${output} was not written${done}; removed its temporary file ${w.tempPath}; run the same create again to start over\n`,
         );
         return w.abort();
       })
@@ -208,11 +192,24 @@ async function createFromSources(
   const engineFor = (store: ContentStore): CopyEngine => {
     let engine = engines.get(store);
     if (!engine) {
-      engine = new CopyEngine(store, destination, { limiter, progress, inlineBlob: (d) => d.size <= INLINE_BLOB_MAX && !isCompressedMediaType(d.mediaType) });
+      engine = new CopyEngine(store, destination, { limiter, progress });
       engines.set(store, engine);
     }
     return engine;
   };
+  // Every image's plan (its manifests), started when the image is resolved, at most 2 x --concurrency at once.
+  const planning = new Limiter(opts.concurrency * 2);
+  const plansOf = new Map<SourceImage, Promise<ImagePlan>>();
+  const planOf = (src: SourceImage): Promise<ImagePlan> => {
+    let p = plansOf.get(src);
+    if (!p) {
+      p = planning.run(() => engineFor(src.store).planImage(src.root));
+      p.catch(() => undefined); // reported when the plan is asked for
+      plansOf.set(src, p);
+    }
+    return p;
+  };
+  ctx.planAhead = (src) => void planOf(src);
   /** Without --continue-on-error the first failure stops everything; with it, the image is listed as failed. */
   let firstError: unknown;
   const giveUp = (src: SourceImage, err: unknown): void => {
@@ -225,18 +222,33 @@ async function createFromSources(
     progress.warn(`skipping ${src.source}: ${errorMessage(err)}`);
   };
   try {
-    // 1. Every manifest of every image, in parallel: the whole bundle is known before any layer moves.
+    progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
+    const planned = await planSources(config, ctx);
+    sources = mergeImages(planned);
+    for (const { plan } of planned) failed.push(...plan.failures);
+    const warnings = planned.flatMap(({ plan }) => plan.warnings ?? []);
+    skipped.push(...planned.flatMap(({ plan }) => plan.skipped));
+    progress.finishPhase(failed.length === 0);
+    for (const w of warnings) progress.warn(w);
+    for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
+    for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
+    if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
+
+    // 1. Every manifest of every image (most already read while resolving): the whole bundle is known before any layer moves.
     progress.phase(`reading manifests of ${sources.length} images`, sources.length);
     const plans: { src: SourceImage; plan: ImagePlan }[] = [];
-    await mapLimit(sources, opts.concurrency * 2, async (src) => {
-      if (firstError) return;
-      try {
-        plans.push({ src, plan: await engineFor(src.store).planImage(src.root) });
-        progress.item();
-      } catch (err) {
-        giveUp(src, err);
-      }
-    });
+    await Promise.all(
+      sources.map(async (src) => {
+        try {
+          const plan = await planOf(src);
+          if (firstError) return;
+          plans.push({ src, plan });
+          progress.item();
+        } catch (err) {
+          giveUp(src, err);
+        }
+      }),
+    );
     if (firstError) throw firstError;
     progress.finishPhase(failed.length === 0);
     // 2. The layout, fixed by digest order whatever order the bytes arrive in (an update's left-out blobs take no place).
@@ -246,7 +258,7 @@ async function createFromSources(
       for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
       for (const b of plan.blobs) {
         if (base?.candidates.has(b.digest)) continue;
-        entries.push({ desc: b, bytes: plan.inline.get(b.digest) });
+        entries.push({ desc: b });
         blobSizes.set(b.digest, b.size);
       }
     }
@@ -254,7 +266,6 @@ async function createFromSources(
     await checkFreeSpace(output, entries, progress);
     await writer.layout(entries);
     entries.length = 0;
-    for (const { plan } of plans) plan.inline.clear();
     // 3. Every blob of every image at once, under --concurrency slots (a large blob takes several).
     progress.phase('copying images', plans.length, totalBytes);
     await Promise.all(
@@ -389,9 +400,6 @@ async function checkFreeSpace(output: string, entries: readonly { desc: { digest
   }
   progress.info(`the bundle needs up to ${humanBytes(need)}; ${humanBytes(free)} free in ${dirname(output)}`);
 }
-
-/** Blobs up to this size whose media type does not say compressed are read while planning and compressed in memory. */
-const INLINE_BLOB_MAX = 1024 * 1024;
 
 /** The executable --include-tool names, checked before anything is downloaded. */
 async function executableToInclude(option: true | string): Promise<string> {

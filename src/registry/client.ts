@@ -230,6 +230,15 @@ export class RegistryClient {
 
   /** A manifest's exact bytes, verified against its digest. */
   async getManifest(repo: string, ref: string): Promise<FetchedManifest> {
+    return (await this.readManifest(repo, ref, false))!;
+  }
+
+  /** A manifest's exact bytes, verified against its digest, or undefined when it does not exist (one GET: no HEAD first). */
+  findManifest(repo: string, ref: string): Promise<FetchedManifest | undefined> {
+    return this.readManifest(repo, ref, true);
+  }
+
+  private async readManifest(repo: string, ref: string, missingOk: boolean): Promise<FetchedManifest | undefined> {
     const res = await this.send('GET', this.repoPath(repo, `manifests/${ref}`), {
       scopes: [repositoryScope(repo, 'pull')],
       repo,
@@ -237,6 +246,10 @@ export class RegistryClient {
       follow: true,
     });
     const what = `manifest ${this.registry}/${repo}${isDigest(ref) ? '@' : ':'}${ref}`;
+    if (res.status === 404 && missingOk) {
+      await res.body.dump().catch(() => undefined);
+      return undefined;
+    }
     if (res.status === 404) await this.fail('GET', res, `${what} not found`);
     if (res.status !== 200) await this.fail('GET', res);
     const declared = Number(header(res, 'content-length') ?? NaN);

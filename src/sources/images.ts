@@ -41,7 +41,7 @@ export const imagesKind: SourceKind<ImagesSection> = {
     return { images: config.images.map((i) => ({ ref: i.ref, platforms: i.platforms })), ociLayouts: config.ociLayouts };
   },
   async plan(section, ctx) {
-    const r = await resolveImages(section.images, section.ociLayouts, (reg) => ctx.storeFor(reg), ctx.concurrency, ctx.keepGoing, ctx.signatures);
+    const r = await resolveImages(section.images, section.ociLayouts, (reg) => ctx.storeFor(reg), ctx.concurrency, ctx.keepGoing, ctx.signatures, ctx.planAhead);
     return { images: r.images, failures: r.failures, skipped: [], warnings: r.warnings };
   },
 };
@@ -49,6 +49,8 @@ export const imagesKind: SourceKind<ImagesSection> = {
 /**
  * Resolve every image of the config. All failures are reported together: as one
  * error, or, with `keepGoing`, returned beside the images that did resolve.
+ * `resolved` hears of each image (and cosign companion) the moment it is
+ * resolved: an image's cosign look-ups run while its manifests are read.
  */
 export async function resolveImages(
   images: ImageSpec[],
@@ -57,17 +59,32 @@ export async function resolveImages(
   concurrency = 8,
   keepGoing = false,
   withCosign = true,
+  resolved?: (img: SourceImage) => void,
 ): Promise<{ images: SourceImage[]; failures: ResolveFailure[]; warnings: string[] }> {
   const failures: ResolveFailure[] = [];
   const warnings: string[] = [];
+  // Each image with its companions and their warnings, in the config's order whatever order they come in.
   const fromRegistries = await mapLimit(images, concurrency, async (spec) => {
+    let img: SourceImage;
     try {
-      return await resolveRegistryImage(spec, registryStore);
+      img = await resolveRegistryImage(spec, registryStore);
     } catch (err) {
-      failures.push({ source: spec.ref, error: errorMessage(err) });
-      return undefined;
+      return { failures: [{ source: spec.ref, error: errorMessage(err) }] };
+    }
+    resolved?.(img);
+    if (!withCosign) return { img };
+    try {
+      const found = await cosignArtifacts(img);
+      for (const c of found.images) resolved?.(c);
+      return { img, companions: found.images, warnings: found.warnings };
+    } catch (err) {
+      return { img, failures: [{ source: `${img.source} (cosign signatures)`, error: errorMessage(err) }] };
     }
   });
+  for (const r of fromRegistries) {
+    failures.push(...(r.failures ?? []));
+    warnings.push(...(r.warnings ?? []));
+  }
   const fromLayouts: SourceImage[] = [];
   for (const layout of layouts) {
     try {
@@ -76,23 +93,10 @@ export async function resolveImages(
       failures.push({ source: layout.path, error: errorMessage(err) });
     }
   }
-  const resolved = fromRegistries.filter((x): x is SourceImage => !!x);
-  const companions = withCosign
-    ? (
-        await mapLimit(resolved, concurrency, async (img) => {
-          try {
-            const found = await cosignArtifacts(img);
-            warnings.push(...found.warnings);
-            return found.images;
-          } catch (err) {
-            failures.push({ source: `${img.source} (cosign signatures)`, error: errorMessage(err) });
-            return [];
-          }
-        })
-      ).flat()
-    : [];
   if (failures.length > 0 && !keepGoing) throw resolutionError(failures);
-  const all = [...resolved, ...companions, ...fromLayouts];
+  const registryImages = fromRegistries.flatMap((r) => (r.img ? [r.img] : []));
+  const companions = fromRegistries.flatMap((r) => r.companions ?? []);
+  const all = [...registryImages, ...companions, ...fromLayouts];
   const seen = new Map<string, SourceImage>();
   for (const img of all) {
     const prior = seen.get(img.refName);
@@ -113,7 +117,8 @@ export function resolutionError(failures: ResolveFailure[]): BundleError {
 async function resolveRegistryImage(spec: ImageSpec, registryStore: RegistryStoreFactory): Promise<SourceImage> {
   const ref = parseReference(spec.ref);
   const store = registryStore(ref.registry);
-  const desc = await store.resolve(ref.repository, referenceSelector(ref));
+  // Its manifest is read next: in the same request.
+  const desc = await store.resolve(ref.repository, referenceSelector(ref), { fetch: true });
   const source = formatReference(ref);
   const tags = ref.tag ? [ref.tag] : [];
   return {

@@ -53,6 +53,11 @@ export interface CreateContext {
   progress: Progress;
   /** A fresh scratch folder, removed when create ends. */
   tempDir(): Promise<string>;
+  /**
+   * Told of an image as soon as it is resolved, while other sources are still
+   * being resolved: create starts reading its manifests then.
+   */
+  planAhead?(img: SourceImage): void;
 }
 
 /** What one config section asks to carry. */
