@@ -62,6 +62,23 @@ describe('readImageFiles', () => {
     assert.deepEqual([...files.entries()].map(([k, v]) => [k, v.toString()]), [[WANT[1], 'c']]);
   });
 
+  it('reads from the top layer down and stops once every file is settled, leaving lower layers unread', async () => {
+    const base = gzipSync(await tarLayer({ 'release-manifests/image-references': 'base', 'usr/big': Buffer.alloc(4096, 1) }));
+    const middle = gzipSync(await tarLayer({ 'usr/lib/x': 'x' }));
+    const top = gzipSync(await tarLayer({ 'release-manifests/image-references': 'top', 'release-manifests/release-metadata': 'meta' }));
+    const { store, descs } = storeOf([base, middle, top]);
+    const opened: string[] = [];
+    const counting: ContentStore = { ...store, openBlob: (r, d) => (opened.push(d.digest), store.openBlob(r, d)) };
+    const files = await readImageFiles(counting, 'r', descs, WANT, 'test image');
+    assert.deepEqual([...files.entries()].map(([k, v]) => [k, v.toString()]).sort(), [[WANT[0], 'top'], [WANT[1], 'meta']]);
+    assert.deepEqual(opened, [descs[2]!.digest]);
+    // One file only in the base: every layer is read, top first.
+    opened.length = 0;
+    const files2 = await readImageFiles(counting, 'r', [descs[0]!, descs[1]!], WANT, 'test image');
+    assert.deepEqual([...files2.keys()], [WANT[0]]);
+    assert.deepEqual(opened, [descs[1]!.digest, descs[0]!.digest]);
+  });
+
   it('refuses a layer whose bytes do not match its digest, naming it', async () => {
     const good = gzipSync(await tarLayer({ 'release-manifests/image-references': 'a' }));
     const { store, descs } = storeOf([good]);

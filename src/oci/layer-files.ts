@@ -171,9 +171,11 @@ export async function readEntry(entry: LayerEntry, max: number, what: string): P
 
 /**
  * The files `wanted` (paths without a leading `/`) as the image's layers leave
- * them: every layer is streamed in order, later layers replace earlier files and
- * whiteouts remove them. Each layer's bytes are checked against its digest before
- * anything read from it is returned.
+ * them: later layers replace earlier files and whiteouts remove them. Layers are
+ * read from the top down and reading stops as soon as every wanted path is
+ * settled (found, or removed by a whiteout), so a file in the last layer costs
+ * one layer's download, not the image's. Each layer read is checked against its
+ * digest before anything read from it is returned.
  */
 export async function readImageFiles(
   store: ContentStore,
@@ -183,9 +185,10 @@ export async function readImageFiles(
   what: string,
   maxFileBytes = 32 * 1024 * 1024,
 ): Promise<Map<string, Buffer>> {
-  const want = new Set(wanted);
+  const open = new Set(wanted);
   const files = new Map<string, Buffer>();
-  for (const layer of layers) {
+  for (let i = layers.length - 1; i >= 0 && open.size > 0; i--) {
+    const layer = layers[i]!;
     const label = `${what} layer ${layer.digest}`;
     const raw = await store.openBlob(repo, layer);
     const found = new Map<string, Buffer>();
@@ -193,13 +196,15 @@ export async function readImageFiles(
     await forEachLayerEntry(verified(raw, layer.digest, layer.size, label), label, async (entry) => {
       const wh = whiteoutTarget(entry.path);
       if (wh) removed.push(wh);
-      else if (entry.type === 'file' && want.has(entry.path)) found.set(entry.path, await readEntry(entry, maxFileBytes, label));
+      else if (entry.type === 'file' && open.has(entry.path)) found.set(entry.path, await readEntry(entry, maxFileBytes, label));
     });
-    for (const wh of removed) {
-      // `.wh.name` removes the path and what was under it; an opaque folder keeps itself but loses its earlier contents.
-      for (const p of [...files.keys()]) if ((!wh.opaque && p === wh.path) || p.startsWith(wh.path ? `${wh.path}/` : '')) files.delete(p);
+    for (const p of [...open]) {
+      const bytes = found.get(p);
+      if (bytes) files.set(p, bytes);
+      // `.wh.name` removes the path and what was under it; an opaque folder keeps itself but loses what lower layers put in it.
+      else if (!removed.some((wh) => (!wh.opaque && p === wh.path) || p.startsWith(wh.path ? `${wh.path}/` : ''))) continue;
+      open.delete(p);
     }
-    for (const [p, b] of found) files.set(p, b);
   }
   return files;
 }
