@@ -70,6 +70,13 @@ export interface SourcePlan {
   skipped: SkippedImage[];
   /** Remarks that do not stop the run (one line each). */
   warnings?: string[];
+  /**
+   * Images found after the others (cosign companions, looked up once their image
+   * is resolved): create lays them out after the rest, so that no layer of the
+   * others waits for these look-ups. Rejects (without --continue-on-error) with
+   * the failures of the look-ups.
+   */
+  later?: Promise<Pick<SourcePlan, 'images' | 'failures' | 'warnings'>>;
   /** After the copy: the kind's record for the signed manifest, `manifest.sources[kind]`. */
   record?(copied: ReadonlyMap<string, BundleImage>): unknown;
 }
