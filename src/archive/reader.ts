@@ -66,7 +66,6 @@ export class ArchiveReader implements ContentStore {
   readonly manifest: BundleManifest;
   /** Exact bytes of airgap/manifest.json. */
   readonly manifestBytes: Buffer;
-  readonly envelope: DsseEnvelope;
   /** Exact bytes of airgap/manifest.dsse.json. */
   readonly envelopeBytes: Buffer;
   private readonly byPath: Map<string, BundleMember>;
@@ -78,15 +77,23 @@ export class ArchiveReader implements ContentStore {
     readonly input: RandomAccessInput,
     readonly fileSize: number,
     frames: FrameInfo[],
-    control: { manifest: BundleManifest; manifestBytes: Buffer; envelope: DsseEnvelope; envelopeBytes: Buffer },
+    control: { manifest: BundleManifest; manifestBytes: Buffer; envelopeBytes: Buffer },
   ) {
     this.description = path;
     this.frames = frames;
     this.manifest = control.manifest;
     this.manifestBytes = control.manifestBytes;
-    this.envelope = control.envelope;
     this.envelopeBytes = control.envelopeBytes;
     this.byPath = new Map(this.manifest.members.map((m) => [m.path, m]));
+  }
+
+  /**
+   * The signature envelope, parsed from its bytes on each use (checked to be a DSSE
+   * envelope when the file was opened). Not kept: its payload is the whole manifest
+   * again, in base64, and grows with the bundle.
+   */
+  get envelope(): DsseEnvelope {
+    return JSON.parse(this.envelopeBytes.toString('utf8')) as DsseEnvelope;
   }
 
   /** Open a bundle, reading only its seek table and control members. Any non-bundle input is a UsageError. */
@@ -630,7 +637,6 @@ class ByteSource {
 interface Control {
   manifest: BundleManifest;
   manifestBytes: Buffer;
-  envelope: DsseEnvelope;
   envelopeBytes: Buffer;
 }
 
@@ -679,7 +685,7 @@ async function readControl(fh: RandomAccessInput, frames: FrameInfo[], notBundle
   ) {
     throw notBundle(`${SIGNATURE_MEMBER} is not a DSSE envelope`);
   }
-  return { manifest, manifestBytes, envelope, envelopeBytes };
+  return { manifest, manifestBytes, envelopeBytes };
 }
 
 /**

@@ -28,6 +28,7 @@ import {
 import type { Descriptor } from '../oci/types.js';
 import { ANNOTATION_REF_NAME, MediaType } from '../oci/media-types.js';
 import type { DsseEnvelope } from '../sign/dsse-types.js';
+import { isPayloadOf, serializeEnvelope } from '../sign/dsse.js';
 import type { ManifestBytes, PutBlobOptions, PutResult, WritableContentStore } from '../store/store.js';
 import { digestHex, sha256Digest, VerifyingStream, verifyBuffer } from '../util/digest.js';
 import { BundleError, DigestMismatchError } from '../util/errors.js';
@@ -460,14 +461,14 @@ export class ArchiveWriter implements WritableContentStore {
         ...opts.fields,
       };
       const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
-      const payload = manifestBytes.toString('base64');
+      // The envelope carries the manifest again, in base64: checked and written without further whole copies.
       const envelope: DsseEnvelope = opts.sign
         ? await opts.sign(manifestBytes)
-        : { payloadType: MANIFEST_PAYLOAD_TYPE, payload, signatures: [] };
-      if (envelope.payloadType !== MANIFEST_PAYLOAD_TYPE || envelope.payload !== payload) {
+        : { payloadType: MANIFEST_PAYLOAD_TYPE, payload: manifestBytes.toString('base64'), signatures: [] };
+      if (envelope.payloadType !== MANIFEST_PAYLOAD_TYPE || !isPayloadOf(envelope.payload, manifestBytes)) {
         throw new BundleError('the signer returned an envelope for a different payload');
       }
-      const envelopeBytes = Buffer.from(`${JSON.stringify(envelope, null, 2)}\n`);
+      const envelopeBytes = serializeEnvelope(envelope);
       for (const [name, bytes] of [
         [MANIFEST_MEMBER, manifestBytes],
         [SIGNATURE_MEMBER, envelopeBytes],

@@ -3,7 +3,8 @@
  * the trusted keys. Shared by verify, push, serve and extract.
  */
 import type { ArchiveReader } from '../archive/reader.js';
-import { verifyEnvelope } from '../sign/dsse.js';
+import { isCanonicalBase64, isSerializedEnvelope, verifyEnvelope } from '../sign/dsse.js';
+import type { DsseEnvelope } from '../sign/dsse-types.js';
 import { loadTrustedKeys, type TrustedKey } from '../sign/keys.js';
 import { BundleError, errorMessage, UsageError } from '../util/errors.js';
 import { MANIFEST_MEMBER, MANIFEST_PAYLOAD_TYPE, SIGNATURE_MEMBER, type BundleManifest } from './manifest.js';
@@ -20,19 +21,21 @@ export interface SignatureStatus {
 }
 
 export function checkSignature(reader: ArchiveReader, trusted: TrustedKey[] | undefined): { status: SignatureStatus; problems: VerifyProblem[] } {
-  const keyids = reader.envelope.signatures.map((s) => s.keyid);
+  // Parsed once here and dropped after: its payload is the whole manifest again, in base64.
+  const envelope = reader.envelope;
+  const keyids = envelope.signatures.map((s) => s.keyid);
   const status: SignatureStatus = { checked: !!trusted, trusted: false, signedBy: [], keyids };
   const problems: VerifyProblem[] = [];
-  const canonical = envelopeFormProblem(reader.envelopeBytes);
+  const canonical = envelopeFormProblem(reader.envelopeBytes, envelope);
   if (canonical) problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: canonical });
   if (!trusted) return { status, problems };
-  if (reader.envelope.payloadType !== MANIFEST_PAYLOAD_TYPE) {
-    problems.push({ kind: 'signature', message: `signature envelope has payload type ${reader.envelope.payloadType}, expected ${MANIFEST_PAYLOAD_TYPE}` });
+  if (envelope.payloadType !== MANIFEST_PAYLOAD_TYPE) {
+    problems.push({ kind: 'signature', message: `signature envelope has payload type ${envelope.payloadType}, expected ${MANIFEST_PAYLOAD_TYPE}` });
     return { status, problems };
   }
   let result: ReturnType<typeof verifyEnvelope>;
   try {
-    result = verifyEnvelope(reader.envelope, trusted);
+    result = verifyEnvelope(envelope, trusted);
   } catch (err) {
     problems.push({ kind: 'signature', member: SIGNATURE_MEMBER, message: `${SIGNATURE_MEMBER}: ${errorMessage(err)}` });
     return { status, problems };
@@ -90,7 +93,8 @@ export async function trustedManifest(reader: ArchiveReader, trusted: TrustedKey
   if (sig.problems.length > 0) {
     throw new BundleError(`refusing to ${verb} ${reader.path}: ${sig.problems.map((p) => p.message).join('; ')}`, 1);
   }
-  const manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+  // The reader parsed these very bytes when it opened the file: validated as they are, not parsed again.
+  const manifest = validateManifest(reader.manifest);
   const layout = await reader.layoutProblems();
   if (layout.length > 0) {
     throw new BundleError(
@@ -104,18 +108,21 @@ export async function trustedManifest(reader: ArchiveReader, trusted: TrustedKey
 /**
  * The envelope is written in one exact form (pretty-printed JSON, standard padded base64), so a
  * changed byte that JSON or base64 would forgive (whitespace, a base64 character's unused bits)
- * is still found. Undefined when the bytes are in that form.
+ * is still found. Undefined when the bytes are in that form. `parsed`: the envelope as already
+ * parsed from `bytes`. Compared piece by piece: no second copy of the payload is made.
  */
-export function envelopeFormProblem(bytes: Buffer): string | undefined {
+export function envelopeFormProblem(bytes: Buffer, parsed?: unknown): string | undefined {
   const problem = `${SIGNATURE_MEMBER} is not in the form this format writes (changed bytes)`;
-  let env: { payload?: unknown; signatures?: { sig?: unknown }[] };
-  try {
-    env = JSON.parse(bytes.toString('utf8')) as typeof env;
-  } catch {
-    return problem;
+  let env: unknown = parsed;
+  if (env === undefined) {
+    try {
+      env = JSON.parse(bytes.toString('utf8'));
+    } catch {
+      return problem;
+    }
   }
-  if (!Buffer.from(`${JSON.stringify(env, null, 2)}\n`).equals(bytes)) return problem;
-  const canonical = (s: unknown) => typeof s === 'string' && Buffer.from(s, 'base64').toString('base64') === s;
-  if (!canonical(env.payload) || !(env.signatures ?? []).every((s) => canonical(s?.sig))) return problem;
-  return undefined;
+  if (!env || typeof env !== 'object' || Array.isArray(env)) return problem;
+  const e = env as { payload?: unknown; signatures?: unknown };
+  if (!isCanonicalBase64(e.payload) || !Array.isArray(e.signatures) || !e.signatures.every((s) => isCanonicalBase64((s as { sig?: unknown } | null)?.sig))) return problem;
+  return isSerializedEnvelope(env as DsseEnvelope, bytes) ? undefined : problem;
 }

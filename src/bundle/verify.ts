@@ -111,7 +111,8 @@ export async function verifyBundle(reader: ArchiveReader, trusted: TrustedKey[] 
   const { status, problems } = checkSignature(reader, trusted);
   let manifest: BundleManifest;
   try {
-    manifest = validateManifest(JSON.parse(reader.manifestBytes.toString('utf8')));
+    // The reader parsed these very bytes when it opened the file: validated as they are, not parsed again.
+    manifest = validateManifest(reader.manifest);
   } catch (err) {
     problems.push({ kind: 'manifest', member: MANIFEST_MEMBER, message: errorMessage(err) });
     return { ok: false, signature: status, images: 0, members: 0, bytes: 0, problems };
@@ -249,7 +250,7 @@ async function checkBase(update: BundleManifest, baseReader: ArchiveReader, trus
   if (trusted && !report.signature.trusted && !report.problems.some((p) => p.kind === 'signature')) {
     problems.push({ kind: 'base', message: `base ${named.name}: not signed by a trusted key` });
   }
-  const baseManifest = validateManifest(JSON.parse(baseReader.manifestBytes.toString('utf8')));
+  const baseManifest = validateManifest(baseReader.manifest);
   const carried = new Map(baseManifest.members.map((m) => [m.digest, m]));
   const ownBase = new Set((baseManifest.base?.blobs ?? []).map((b) => b.digest));
   for (const b of named.blobs) {

@@ -247,7 +247,7 @@ export class CopyEngine {
   }
 
   private fetchVerified(repo: string, desc: Descriptor, label: string): Promise<Buffer> {
-    // Manifests shared by several images (platform manifests of an index) are fetched once.
+    // Manifests shared by several images (platform manifests of an index) are fetched once at a time.
     let p = this.fetched.get(desc.digest);
     if (!p) {
       p = (async () => {
@@ -255,7 +255,9 @@ export class CopyEngine {
         verifyBuffer(m.bytes, desc.digest, desc.size, `manifest ${desc.digest} of ${label}`);
         return m.bytes;
       })();
-      p.catch(() => this.fetched.delete(desc.digest));
+      // Shared while in flight only: kept for the whole run, every image's manifest would stay in memory.
+      const drop = (): void => void this.fetched.delete(desc.digest);
+      p.then(drop, drop);
       this.fetched.set(desc.digest, p);
     }
     return p;

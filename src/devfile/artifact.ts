@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
@@ -186,10 +186,28 @@ export async function readArchiveTar(stream: Readable, onEntry: (name: string, m
     const h = entry.header;
     if (h.type === 'file' || h.type === 'contiguous-file') {
       const name = h.name.replace(/^\.\//, '');
-      if (!name || name.startsWith('/') || name.split('/').includes('..')) throw new BundleError(`archive.tar entry ${JSON.stringify(h.name)} leaves the stack folder`);
+      if (!name || climbsOut(name)) throw new BundleError(`archive.tar entry ${JSON.stringify(h.name)} leaves the stack folder`);
       await onEntry(name, h.mode ?? 0o644, entry as unknown as AsyncIterable<Buffer>);
     } else {
+      // Links are never made (only regular files are unpacked), but one pointing out of the
+      // stack folder has no business in a stack: refused, naming it.
+      if (h.type === 'symlink' || h.type === 'link') {
+        const name = h.name.replace(/^\.\//, '');
+        const target = h.linkname ?? '';
+        // A symbolic link's target is relative to its own folder; a hard link's to the archive's root.
+        const resolved = h.type === 'symlink' && !target.startsWith('/') ? posix.join(posix.dirname(name), target) : target;
+        if (!name || climbsOut(name) || !target || climbsOut(resolved)) {
+          throw new BundleError(`archive.tar entry ${JSON.stringify(h.name)} is a ${h.type === 'symlink' ? 'symbolic' : 'hard'} link to ${JSON.stringify(target)}, outside the stack folder`);
+        }
+      }
       entry.resume();
     }
   }
+}
+
+/** An absolute path, or one whose `..` steps leave the folder it is relative to. */
+function climbsOut(path: string): boolean {
+  if (path.startsWith('/')) return true;
+  const normal = posix.normalize(path);
+  return normal === '..' || normal.startsWith('../') || path.split('/').includes('..');
 }

@@ -44,6 +44,76 @@ export function signEnvelope(payload: Buffer, payloadType: string, key: KeyObjec
   };
 }
 
+/**
+ * The envelope's bytes as this format writes them: `JSON.stringify(env, null, 2)` and a
+ * newline (spec/airgap-format.md). The payload (the manifest again, in base64) is copied
+ * once, straight into the result, never into a second string: it grows with the bundle.
+ * The payload must be standard base64 (it needs no JSON escaping).
+ */
+export function serializeEnvelope(env: DsseEnvelope): Buffer {
+  if (!isCanonicalBase64(env.payload)) throw new UsageError('DSSE payload is not standard padded base64');
+  const { head, tail } = envelopeSkeleton(env);
+  const h = Buffer.byteLength(head);
+  const out = Buffer.allocUnsafe(h + env.payload.length + Buffer.byteLength(tail));
+  out.write(head, 0, 'utf8');
+  out.write(env.payload, h, 'latin1');
+  out.write(tail, h + env.payload.length, 'utf8');
+  return out;
+}
+
+/**
+ * Whether `bytes` are exactly serializeEnvelope(env), compared piece by piece (no copy
+ * of the payload is made). False for a payload that is not standard padded base64.
+ */
+export function isSerializedEnvelope(env: DsseEnvelope, bytes: Buffer): boolean {
+  if (!isCanonicalBase64(env.payload)) return false;
+  const { head, tail } = envelopeSkeleton(env);
+  const h = Buffer.from(head);
+  const t = Buffer.from(tail);
+  const payload = env.payload;
+  if (bytes.length !== h.length + payload.length + t.length) return false;
+  if (!bytes.subarray(0, h.length).equals(h) || !bytes.subarray(bytes.length - t.length).equals(t)) return false;
+  for (let i = 0; i < payload.length; i += COMPARE_STEP) {
+    const part = payload.slice(i, i + COMPARE_STEP);
+    if (!bytes.subarray(h.length + i, h.length + i + part.length).equals(Buffer.from(part, 'latin1'))) return false;
+  }
+  return true;
+}
+
+/** Whether `payload` is the standard padded base64 of `bytes`, compared a slice at a time (no whole copy of either). */
+export function isPayloadOf(payload: string, bytes: Buffer): boolean {
+  if (payload.length !== 4 * Math.ceil(bytes.length / 3)) return false;
+  for (let i = 0; i < bytes.length; i += COMPARE_STEP) {
+    const encoded = bytes.toString('base64', i, Math.min(bytes.length, i + COMPARE_STEP));
+    const at = (i / 3) * 4;
+    if (payload.slice(at, at + encoded.length) !== encoded) return false;
+  }
+  return true;
+}
+
+/** Bytes compared per step by the functions above: a multiple of 3 (whole base64 quanta) and of 4. */
+const COMPARE_STEP = 3 * 4 * 16 * 1024;
+
+/** Standard padded base64 that decoding and encoding again gives back unchanged (no stray bits, padding or characters). */
+export function isCanonicalBase64(s: unknown): s is string {
+  if (typeof s !== 'string' || s.length % 4 !== 0 || !STANDARD_BASE64_RE.test(s)) return false;
+  // Only the last quantum can hold unused bits.
+  const last = s.slice(-4);
+  return Buffer.from(last, 'base64').toString('base64') === last;
+}
+
+const STANDARD_BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** `JSON.stringify(env, null, 2)` and a newline, split where the payload goes: `head` ends with the payload's opening quote. */
+function envelopeSkeleton(env: DsseEnvelope): { head: string; tail: string } {
+  const skeleton = `${JSON.stringify({ ...env, payload: '' }, null, 2)}\n`;
+  // A top-level key is the only one indented by two spaces; newlines inside strings are escaped.
+  const marker = '\n  "payload": "';
+  const at = skeleton.indexOf(marker);
+  if (at < 0) throw new UsageError('DSSE envelope without a payload');
+  return { head: skeleton.slice(0, at + marker.length), tail: skeleton.slice(at + marker.length) };
+}
+
 // Standard or URL-safe alphabet, padding optional (both are allowed by DSSE).
 const BASE64_RE = /^[A-Za-z0-9+/_-]*={0,2}$/;
 

@@ -9,6 +9,8 @@ import { BundleError, UsageError } from '../util/errors.js';
 import type { ByteRange, ContentStore, ManifestBytes, RangeResult } from './store.js';
 
 const MAX_MANIFEST = 4 << 20;
+/** Bytes per read of a blob. */
+const READ_CHUNK = 1 << 20;
 
 interface LayoutIndex {
   manifests?: Descriptor[];
@@ -82,7 +84,9 @@ export class OciLayoutStore implements ContentStore {
     await stat(path).catch(() => {
       throw new BundleError(`${this.dir}: blob ${desc.digest} is missing from blobs/`);
     });
-    return createReadStream(path, { highWaterMark: 1 << 20 });
+    // A read buffer the size of the blob, up to 1 MiB: a small blob (a config, a small layer)
+    // does not take a 1 MiB buffer of its own while it is read.
+    return createReadStream(path, { highWaterMark: Math.min(READ_CHUNK, Math.max(1, desc.size)) });
   }
 
   async openBlobRange(_repo: string, desc: Descriptor, range: ByteRange): Promise<RangeResult> {
@@ -90,6 +94,6 @@ export class OciLayoutStore implements ContentStore {
     await stat(path).catch(() => {
       throw new BundleError(`${this.dir}: blob ${desc.digest} is missing from blobs/`);
     });
-    return { stream: createReadStream(path, { start: range.start, end: range.end - 1, highWaterMark: 1 << 20 }), whole: false };
+    return { stream: createReadStream(path, { start: range.start, end: range.end - 1, highWaterMark: READ_CHUNK }), whole: false };
   }
 }

@@ -19,6 +19,8 @@ export interface RunningRegistry {
   host: string;
   /** The temp dir holding config, htpasswd and the storage root. */
   dataDir: string;
+  /** The registry process (the bench reads its CPU time). */
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -189,6 +191,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       return {
         host,
         dataDir,
+        pid: child.pid,
         async stop() {
           if (stopped) return;
           stopped = true;
