@@ -20,7 +20,8 @@ export class RegistryStore implements WritableContentStore {
 
   /**
    * A HEAD, or with `fetch` a GET whose bytes are kept for the fetchManifest
-   * that follows (a manifest's bytes never change under its digest).
+   * that follows (once: a manifest's bytes never change under its digest, and
+   * none is held longer than until it is asked for).
    */
   async resolve(repo: string, reference: string, opts: ResolveOptions = {}): Promise<Descriptor> {
     let desc: Descriptor | undefined;
@@ -38,7 +39,7 @@ export class RegistryStore implements WritableContentStore {
   }
 
   async fetchManifest(repo: string, desc: Descriptor): Promise<ManifestBytes> {
-    const m = this.readAhead.get(`${repo}@${desc.digest}`) ?? (await this.client.getManifest(repo, desc.digest));
+    const m = this.readAhead.take(`${repo}@${desc.digest}`) ?? (await this.client.getManifest(repo, desc.digest));
     if (desc.size !== undefined && desc.size !== m.bytes.length) {
       throw new DigestMismatchError(desc.digest, `${m.bytes.length} bytes instead of ${desc.size}`, `manifest ${this.client.registry}/${repo}@${desc.digest}`);
     }
@@ -105,12 +106,12 @@ export function createRegistryStore(registry: string, opts: RegistryOptions = {}
   return new RegistryStore(new RegistryClient(registry, opts));
 }
 
-/** Manifests kept in memory by key, the oldest dropped beyond a total size. */
+/** Manifests kept in memory by key until taken, the oldest dropped beyond a total size. */
 class ManifestCache {
   private readonly entries = new Map<string, ManifestBytes>();
   private bytes = 0;
 
-  constructor(private readonly limit = 32 * 1024 * 1024) {}
+  constructor(private readonly limit = 8 * 1024 * 1024) {}
 
   keep(key: string, m: ManifestBytes): void {
     if (this.entries.has(key) || m.bytes.length > this.limit) return;
@@ -123,7 +124,12 @@ class ManifestCache {
     }
   }
 
-  get(key: string): ManifestBytes | undefined {
-    return this.entries.get(key);
+  take(key: string): ManifestBytes | undefined {
+    const m = this.entries.get(key);
+    if (m) {
+      this.entries.delete(key);
+      this.bytes -= m.bytes.length;
+    }
+    return m;
   }
 }
