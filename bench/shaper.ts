@@ -16,6 +16,16 @@ export interface ShaperOptions {
   perConnection: number;
   /** Bytes per second of the whole link, per direction. */
   link: number;
+  /** Record request and status lines for `trace()` (costs CPU: off for timed runs). */
+  trace?: boolean;
+}
+
+/** One event of the request trace (times in ms since `mark()`). */
+export interface TraceEvent {
+  t: number;
+  conn: number;
+  /** `open`, a request line as the client sent it, or a response's status line as the client got it. */
+  what: string;
 }
 
 export interface RunningShaper {
@@ -26,7 +36,18 @@ export interface RunningShaper {
   timeline(): number[];
   mark(): void;
   connections(): number;
+  /** Connections opened, request lines sent and status lines received since `mark()`, in order. */
+  trace(): TraceEvent[];
   stop(): Promise<void>;
+}
+
+const REQUEST_LINE = /(?:^|\r\n)((?:GET|HEAD|POST|PUT|PATCH|DELETE) \S+) HTTP\/1\.[01]\r\n/g;
+const STATUS_LINE = /(?:^|\r\n)HTTP\/1\.[01] (\d{3})[^\r]*\r\n/g;
+
+/** The request or status lines in a piece of a stream (a trace, not a parser: a line split between pieces is missed). */
+function lines(buf: Buffer, re: RegExp): string[] {
+  const text = buf.toString('latin1', 0, Math.min(buf.length, 64 * 1024));
+  return [...text.matchAll(re)].map((m) => m[1]!);
 }
 
 /**
@@ -68,11 +89,13 @@ class Pipe {
     private readonly delayMs: number,
     perConnection: number,
     private readonly link: Pacer,
-    private readonly count: (n: number) => void,
+    private readonly count: (n: number, piece: Buffer) => void,
     private notBefore: number,
+    onReceived?: (buf: Buffer) => void,
   ) {
     this.own = new Pacer(perConnection);
     src.on('data', (buf: Buffer) => {
+      onReceived?.(buf);
       this.queue.push({ buf, due: Math.max(performance.now() + delayMs, this.notBefore) });
       this.queued += buf.length;
       if (this.queued > HIGH_WATER) src.pause();
@@ -115,7 +138,7 @@ class Pipe {
       if (n === head.buf.length) this.queue.shift();
       else head.buf = head.buf.subarray(n);
       this.queued -= n;
-      this.count(n);
+      this.count(n, piece);
       if (this.queued < HIGH_WATER / 2 && this.src.isPaused()) this.src.resume();
       if (!this.dst.write(piece)) {
         this.waitingDrain = true;
@@ -134,15 +157,23 @@ export async function startShaper(opts: ShaperOptions): Promise<RunningShaper> {
   let conns = 0;
   let t0 = performance.now();
   let buckets: number[] = [];
+  let events: TraceEvent[] = [];
+  const note = (conn: number, what: string): void => {
+    events.push({ t: performance.now() - t0, conn, what });
+  };
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
-    conns++;
+    const id = ++conns;
+    if (opts.trace) note(id, 'open');
     const server = net.connect({ host, port: Number(port) });
     sockets.add(client);
     sockets.add(server);
     const handshakeDone = performance.now() + opts.rttMs;
-    new Pipe(client, server, oneWay, opts.perConnection, up, () => undefined, handshakeDone);
-    new Pipe(server, client, oneWay, opts.perConnection, down, (n) => {
+    new Pipe(client, server, oneWay, opts.perConnection, up, () => undefined, handshakeDone, (buf) => {
+      if (opts.trace) for (const l of lines(buf, REQUEST_LINE)) note(id, l);
+    });
+    new Pipe(server, client, oneWay, opts.perConnection, down, (n, piece) => {
+      if (opts.trace) for (const l of lines(piece, STATUS_LINE)) note(id, `-> ${l}`);
       carried += n;
       const b = Math.floor((performance.now() - t0) / 100);
       while (buckets.length <= b) buckets.push(0);
@@ -168,7 +199,9 @@ export async function startShaper(opts: ShaperOptions): Promise<RunningShaper> {
     mark: () => {
       t0 = performance.now();
       buckets = [];
+      events = [];
     },
+    trace: () => [...events],
     connections: () => conns,
     stop: () =>
       new Promise<void>((resolve) => {

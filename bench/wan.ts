@@ -8,13 +8,15 @@
  *
  * Knobs: BENCH_WAN_SCALE (GiB of unique blobs, default 0.25), BENCH_WAN_RTT_MS (50),
  * BENCH_WAN_CONN_MBPS (16, MB/s per connection), BENCH_WAN_LINK_MBPS (100, MB/s of the link),
- * BENCH_WAN_CURLS (16 parallel curls), BENCH_WAN_CREATE_ARGS (extra create flags).
+ * BENCH_WAN_CURLS (16 parallel curls), BENCH_WAN_CREATE_ARGS (extra create flags),
+ * BENCH_WAN_TRACE=1 (print every request of the last bundle create up to its first
+ * layer request, with times, as the proxy saw them; costs the proxy CPU).
  */
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ensureDataset, IMAGE_REFS, type Dataset } from './dataset.js';
 import { median, pipelineArgv, q, run, runSeq, show, type RunOutcome } from './proc.js';
-import { startShaper } from './shaper.js';
+import { startShaper, type TraceEvent } from './shaper.js';
 import type { RunningRegistry } from '../test/helpers/registry.js';
 import { MANIFEST_MEDIA_TYPES } from '../src/oci/media-types.js';
 import { hashFile } from '../src/standalone/executable.js';
@@ -26,6 +28,7 @@ export const WAN = {
   linkMBps: Number(process.env['BENCH_WAN_LINK_MBPS'] ?? '100'),
   curls: Number(process.env['BENCH_WAN_CURLS'] ?? '16'),
   createArgs: (process.env['BENCH_WAN_CREATE_ARGS'] ?? '').split(' ').filter(Boolean),
+  trace: process.env['BENCH_WAN_TRACE'] === '1',
 };
 
 export interface WanRow {
@@ -86,6 +89,13 @@ function linkProfile(buckets: number[], totalMs: number, rate: number): string {
   );
 }
 
+/** The trace up to and with the first blob requests (the round trips before the link fills). */
+function requestChain(events: TraceEvent[]): string[] {
+  const firstBlob = events.findIndex((e) => /^GET \S+\/blobs\//.test(e.what));
+  const until = firstBlob < 0 ? events.length : firstBlob + 1;
+  return events.slice(0, until).map((e) => `${e.t.toFixed(0).padStart(6)} c${String(e.conn).padEnd(3)} ${e.what}`);
+}
+
 const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ');
 
 async function sha256File(file: string): Promise<string> {
@@ -105,7 +115,7 @@ export async function runWanScenario(opts: {
   const sec = (ms: number): string => (ms / 1000).toFixed(2);
   const ds = await ensureDataset(opts.cache, WAN.scale, log);
   const { reg } = await opts.startSource(ds, WAN.scale);
-  const shaper = await startShaper({ target: reg.host, rttMs: WAN.rttMs, perConnection: WAN.connMBps * 1e6, link: WAN.linkMBps * 1e6 });
+  const shaper = await startShaper({ target: reg.host, rttMs: WAN.rttMs, perConnection: WAN.connMBps * 1e6, link: WAN.linkMBps * 1e6, trace: WAN.trace });
   const work = path.join(opts.work, 'wan');
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
@@ -131,12 +141,15 @@ export async function runWanScenario(opts: {
     const hashes: string[] = [];
     /** Where the time of the last bundle create went, from the link's point of view. */
     let createProfile = '';
+    /** Its requests up to the first layer's, when traced. */
+    let createTrace: string[] = [];
     const contenders = {
       async create(): Promise<void> {
         await rm(airgap, { force: true });
         shaper.mark();
         const r = await run(cmd.create, { env });
         createProfile = linkProfile(shaper.timeline(), r.ms, WAN.linkMBps * 1e6);
+        if (WAN.trace) createTrace = requestChain(shaper.trace());
         s.create.push(r);
         hashes.push(await sha256File(airgap));
         log(`  WAN bundle create     ${sec(r.ms).padStart(7)} s  ${MB(r.rssKiB * 1024).padStart(7)} MB RSS  -> ${MB((await stat(airgap)).size)} MB`);
@@ -195,6 +208,7 @@ export async function runWanScenario(opts: {
       '',
       `- WAN bundle create: ${all(s.create)}; skopeo: ${all(s.skopeo)}; ${WAN.curls} parallel curls: ${all(s.curl)}`,
       `- where the last WAN bundle create spent its time, seen at the link (100 ms buckets of bytes the proxy delivered): ${createProfile}`,
+      ...(createTrace.length ? ['', 'Its requests up to the first layer (ms since it started, connection, request or answer):', '', '```', ...createTrace, '```'] : []),
       '',
       '```sh',
       `# WAN (PROXY = the shaping proxy in front of the source registry; SOURCE_DATE_EPOCH=${env.SOURCE_DATE_EPOCH})`,

@@ -24,7 +24,15 @@ export interface PositionalOutput {
 /** writev takes at most IOV_MAX (1024) buffers per call. */
 const IOV_MAX = 1024;
 
+/** Written bytes after which the data already written is flushed to disk in the background. */
+const SYNC_BEHIND = 64 * 1024 * 1024;
+
 export class FileOutput implements PositionalOutput {
+  /** Bytes written since the last background flush began. */
+  private unsynced = 0;
+  /** A background flush under way (its failure is reported by sync()). */
+  private flushing: Promise<unknown> | undefined;
+
   private constructor(
     readonly path: string,
     private readonly finalPath: string,
@@ -43,6 +51,7 @@ export class FileOutput implements PositionalOutput {
   }
 
   async discard(): Promise<void> {
+    await this.settled();
     await this.fh.close().catch(() => undefined);
     await rm(this.path, { force: true });
   }
@@ -61,8 +70,29 @@ export class FileOutput implements PositionalOutput {
         pos += bytesWritten;
         left -= bytesWritten;
         if (left > 0) batch = skipBytes(batch, bytesWritten);
+        this.unsynced += bytesWritten;
       }
     }
+    this.syncBehind();
+  }
+
+  /**
+   * Flush what is written so far while more is still arriving, so that the
+   * final sync() has only the last part left to write out (one flush at a time).
+   */
+  private syncBehind(): void {
+    if (this.unsynced < SYNC_BEHIND || this.flushing) return;
+    this.unsynced = 0;
+    const flush = this.fh.datasync().finally(() => {
+      if (this.flushing === flush) this.flushing = undefined;
+    });
+    flush.catch(() => undefined); // sync() flushes again and reports
+    this.flushing = flush;
+  }
+
+  /** Let a background flush finish (before the descriptor is synced again or closed). */
+  private async settled(): Promise<void> {
+    await this.flushing?.catch(() => undefined);
   }
 
   async read(length: number, position: number, into?: Buffer): Promise<Buffer> {
@@ -82,12 +112,14 @@ export class FileOutput implements PositionalOutput {
     return this.fh.truncate(size);
   }
 
-  sync(): Promise<void> {
-    return this.fh.sync();
+  async sync(): Promise<void> {
+    await this.settled();
+    await this.fh.sync();
   }
 
-  close(): Promise<void> {
-    return this.fh.close();
+  async close(): Promise<void> {
+    await this.settled();
+    await this.fh.close();
   }
 }
 

@@ -4,17 +4,18 @@
  * Two ways to fill it. Appended: members go in as they are put, one after the
  * other (tests, small jobs). Planned (`layout()`): once every blob's descriptor
  * is known, the whole file is laid out in a fixed order (by digest), whatever
- * order the bytes arrive in: manifests and small blobs given in memory are
- * compressed and written at once; already-compressed blobs (by media type) get a
- * reserved region of raw frames, whose size follows from the descriptor alone,
- * filled by positional writes from parallel range requests; other blobs are
- * streamed and compressed after the planned region, one after the other, in
- * digest order. Same inputs and creation time, same bytes.
+ * order the bytes arrive in: manifests given in memory are compressed and
+ * written at once; already-compressed blobs (by media type) get a reserved
+ * region of raw frames, whose size follows from the descriptor alone, filled by
+ * positional writes from parallel range requests; other blobs (configs,
+ * uncompressed layers) are compressed after the planned region, one after the
+ * other, in digest order (small ones are fetched at once and wait in memory for
+ * their turn). Same inputs and creation time, same bytes.
  */
 import { createHash } from 'node:crypto';
 import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   FORMAT_VERSION,
   MANIFEST_MEMBER,
@@ -128,7 +129,15 @@ export class ArchiveWriter implements WritableContentStore {
   private dataBytes = 0;
   /** Set by layout(): every planned member by digest. */
   private regions: Map<string, Region> | undefined;
+  /** Members to go after the planned region, laid out but not yet ordered (closeLayout() orders them). */
+  private tailToOrder: { digest: string; region: Region; startAfter: (previous: Promise<void>) => void; settled: Promise<void> }[] = [];
+  private layoutClosed = false;
+  /** Resolved by closeLayout(): nothing is appended after the planned region before. */
+  private readonly laidOut: Promise<void>;
+  private openAppends!: () => void;
   private aborting: Promise<void> | undefined;
+  /** Bytes of small tail members that may wait in memory for their turn. */
+  private readAheadRoom = TAIL_READ_AHEAD_ROOM;
 
   private constructor(
     readonly path: string,
@@ -142,6 +151,7 @@ export class ArchiveWriter implements WritableContentStore {
     }
     this.created = new Date(Math.floor((opts.created ?? new Date()).getTime() / 1000) * 1000);
     this.compressor = new FrameCompressor(opts.level ?? DEFAULT_LEVEL);
+    this.laidOut = new Promise((resolve) => (this.openAppends = resolve));
   }
 
   /**
@@ -201,7 +211,7 @@ export class ArchiveWriter implements WritableContentStore {
   putBlob(_repo: string, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions = {}): Promise<PutResult> {
     const region = this.regions?.get(desc.digest);
     if (region) return this.fillRegion(region, desc, open, opts);
-    return this.enqueue(async () => {
+    return this.append(async () => {
       if (this.memberByDigest.has(desc.digest)) return 'exists';
       const member = await this.writeStreamMember(desc, open);
       this.memberByDigest.set(desc.digest, member);
@@ -219,7 +229,7 @@ export class ArchiveWriter implements WritableContentStore {
       }
       return Promise.resolve(region.put++ === 0 ? 'written' : 'exists');
     }
-    return this.enqueue(async () => {
+    return this.append(async () => {
       if (this.memberByDigest.has(desc.digest)) return 'exists';
       verifyBuffer(bytes, desc.digest, desc.size, `manifest ${desc.digest}`);
       const member = await this.writeBufferMember(blobPath(desc.digest), bytes, desc.mediaType, false);
@@ -229,19 +239,24 @@ export class ArchiveWriter implements WritableContentStore {
   }
 
   /**
-   * Fix the layout of every member to come, before any blob arrives: `entries`
-   * are every blob and manifest of the bundle (duplicates are fine), with their
+   * Fix the layout of members to come, before their bytes arrive: `entries`
+   * are blobs and manifests of the bundle (duplicates are fine), with their
    * bytes when they are already in memory. Members with bytes are written now;
    * blobs whose media type says they are compressed get their region reserved;
    * the rest are streamed, compressed, after the planned region in digest order.
+   * Called again, it lays the new entries out after those before (a batch of
+   * images whose manifests came later); closeLayout() ends the planned region,
+   * and only then does the rest begin. The same batches give the same bytes.
    */
   async layout(entries: readonly LayoutEntry[]): Promise<void> {
     this.assertOpen();
-    if (this.regions) throw new BundleError('internal: the archive is laid out already');
-    if (this.members.length !== 1) throw new BundleError('internal: layout() must come before any member is put');
+    if (this.layoutClosed) throw new BundleError('internal: the layout is closed');
+    if (!this.regions && this.members.length !== 1) throw new BundleError('internal: layout() must come before any member is put');
+    const regions = this.regions ?? new Map<string, Region>();
     const unique = new Map<string, LayoutEntry>();
     for (const e of entries) {
       if (!Number.isSafeInteger(e.desc.size) || e.desc.size < 0) throw new BundleError(`invalid size ${e.desc.size} for blob ${e.desc.digest}`);
+      if (regions.has(e.desc.digest)) continue; // laid out by an earlier batch
       const prior = unique.get(e.desc.digest);
       if (!prior || (!prior.bytes && e.bytes)) unique.set(e.desc.digest, e);
     }
@@ -249,7 +264,6 @@ export class ArchiveWriter implements WritableContentStore {
     const planned = [...unique.values()].filter((e) => e.bytes || isCompressedMediaType(e.desc.mediaType)).sort(byDigest);
     const tail = [...unique.values()].filter((e) => !e.bytes && !isCompressedMediaType(e.desc.mediaType)).sort(byDigest);
     await this.flush();
-    const regions = new Map<string, Region>();
     const rawChunk = Math.min(this.chunkSize, RAW_CHUNK_SIZE);
     let file = this.flushed;
     let writes: Buffer[] = [];
@@ -300,15 +314,36 @@ export class ArchiveWriter implements WritableContentStore {
     }
     await writeOut();
     this.flushed = file;
-    // The rest follow in digest order, each once the one before it is settled.
-    let previous: Promise<void> = Promise.resolve();
+    // The rest follow in digest order (of every batch), each once the one before it is settled.
     for (const e of tail) {
       let settle!: () => void;
       const settled = new Promise<void>((r) => (settle = r));
-      regions.set(e.desc.digest, { kind: 'tail', fileStart: 0, fileSize: 0, tarStart: 0, frameStart: 0, frameCount: 0, member: undefined!, state: 'pending', put: 0, previous, settle });
-      previous = settled;
+      let startAfter!: (previous: Promise<void>) => void;
+      const previous = new Promise<void>((r) => (startAfter = r));
+      const region: Region = { kind: 'tail', fileStart: 0, fileSize: 0, tarStart: 0, frameStart: 0, frameCount: 0, member: undefined!, state: 'pending', put: 0, previous, settle };
+      regions.set(e.desc.digest, region);
+      this.tailToOrder.push({ digest: e.desc.digest, region, startAfter, settled });
     }
     this.regions = regions;
+  }
+
+  /** End the planned region: the members after it go in, in digest order, as they come. */
+  closeLayout(): void {
+    if (this.layoutClosed) return;
+    this.layoutClosed = true;
+    let previous: Promise<void> = Promise.resolve();
+    for (const t of this.tailToOrder.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0))) {
+      t.startAfter(previous);
+      previous = t.settled;
+    }
+    this.tailToOrder = [];
+    this.openAppends();
+  }
+
+  /** A member appended at the end: after the planned region, once it is closed. */
+  private append<T>(job: () => Promise<T>): Promise<T> {
+    if (!this.regions || this.layoutClosed) return this.enqueue(job);
+    return this.laidOut.then(() => this.enqueue(job));
   }
 
   private fillRegion(region: Region, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions): Promise<PutResult> {
@@ -338,13 +373,29 @@ export class ArchiveWriter implements WritableContentStore {
     return region.job.then(() => (region.put++ === 0 ? 'written' : 'exists'));
   }
 
-  /** A blob streamed after the planned region, in its turn. */
+  /**
+   * A blob written after the planned region, in its turn. A small one (a config)
+   * is read at once, while there is room, and waits in memory for its turn: the
+   * small blobs of the tail are not fetched one after the other.
+   */
   private async writeTail(region: Region, desc: Descriptor, open: () => Promise<Readable>, opts: PutBlobOptions): Promise<void> {
+    let early: Promise<Buffer> | undefined;
+    let giveBack = (): void => undefined;
+    if (desc.size <= TAIL_READ_AHEAD_MAX && this.readAheadRoom >= desc.size) {
+      this.readAheadRoom -= desc.size;
+      giveBack = () => {
+        this.readAheadRoom += desc.size;
+        giveBack = () => undefined;
+      };
+      early = readWhole(desc, open, opts.slots);
+      early.catch(() => undefined); // fails the member in its turn
+    }
     try {
       await region.previous;
-      const release = opts.slots ? await opts.slots.acquire() : () => undefined;
+      const release = opts.slots && !early ? await opts.slots.acquire() : () => undefined;
       try {
-        const member = await this.enqueue(() => this.writeStreamMember(desc, open));
+        const bytes = early && (await early);
+        const member = await this.enqueue(() => this.writeStreamMember(desc, bytes ? async () => Readable.from([bytes], { objectMode: false }) : open));
         region.member = member;
         region.state = 'done';
         this.memberByDigest.set(desc.digest, member);
@@ -355,6 +406,7 @@ export class ArchiveWriter implements WritableContentStore {
       region.state = 'failed';
       throw err;
     } finally {
+      giveBack();
       region.settle!();
     }
   }
@@ -373,6 +425,7 @@ export class ArchiveWriter implements WritableContentStore {
   /** Write index.json, the manifest, its DSSE envelope, the tar end and the seek table; fsync; rename into place. */
   async finish(opts: FinishOptions): Promise<{ path: string; size: number; manifest: BundleManifest; files: string[] }> {
     this.assertOpen();
+    this.closeLayout();
     this.state = 'finishing';
     try {
       await this.queue.catch(() => undefined);
@@ -716,6 +769,33 @@ export class ArchiveWriter implements WritableContentStore {
       }
       throw err;
     }
+  }
+}
+
+/** Tail members up to this size are read as soon as they are asked for... */
+const TAIL_READ_AHEAD_MAX = 1024 * 1024;
+/** ...while those waiting for their turn hold no more than this. */
+const TAIL_READ_AHEAD_ROOM = 32 * 1024 * 1024;
+
+/** A small blob's bytes, read under a transfer slot (checked against its digest when it is written). */
+async function readWhole(desc: Descriptor, open: () => Promise<Readable>, slots: PutBlobOptions['slots']): Promise<Buffer> {
+  const release = slots ? await slots.acquire() : () => undefined;
+  let stream: Readable | undefined;
+  try {
+    stream = await open();
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of stream) {
+      const b = Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array);
+      if ((n += b.length) > desc.size) throw new DigestMismatchError(desc.digest, `more than ${desc.size} bytes`, `blob ${desc.digest}`);
+      chunks.push(b);
+    }
+    return Buffer.concat(chunks);
+  } catch (err) {
+    stream?.destroy();
+    throw err;
+  } finally {
+    release();
   }
 }
 

@@ -18,7 +18,7 @@ import type { Readable } from 'node:stream';
 import { ArchiveReader } from '../archive/reader.js';
 import { parseManifest } from '../oci/manifest.js';
 import type { Descriptor } from '../oci/types.js';
-import type { ManifestBytes, PutBlobOptions, PutResult, WritableContentStore } from '../store/store.js';
+import type { ManifestBytes, PutBlobOptions, PutResult, ResolveOptions, WritableContentStore } from '../store/store.js';
 import { sha256Digest } from '../util/digest.js';
 import { BundleError, errorMessage, UsageError } from '../util/errors.js';
 import type { BundleManifest, BundleBase } from './manifest.js';
@@ -97,8 +97,8 @@ export class LeaveOutStore implements WritableContentStore {
     return [...this.left.values()].sort((a, b) => a.digest.localeCompare(b.digest));
   }
 
-  resolve(repo: string, reference: string): Promise<Descriptor> {
-    return this.inner.resolve(repo, reference);
+  resolve(repo: string, reference: string, opts?: ResolveOptions): Promise<Descriptor> {
+    return this.inner.resolve(repo, reference, opts);
   }
 
   fetchManifest(repo: string, desc: Descriptor): Promise<ManifestBytes> {

@@ -3,11 +3,11 @@ import { access, mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve as resolvePath, basename } from 'node:path';
 import { parseVolumeSize, volumeName } from '../archive/volumes.js';
-import { ArchiveWriter, isCompressedMediaType, type LayoutEntry } from '../archive/writer.js';
+import { ArchiveWriter, type LayoutEntry } from '../archive/writer.js';
 import { MANIFEST_PAYLOAD_TYPE, type BundleImage } from '../bundle/manifest.js';
+import { isIndexMediaType } from '../oci/media-types.js';
 import { LeaveOutStore, loadBase } from '../bundle/update.js';
 import { loadConfig, type LoadedConfig } from '../config/config.js';
-import { mapLimit } from '../copy/limit.js';
 import { CopyEngine, type CopyStats, type ImagePlan } from '../copy/engine.js';
 import { Limiter } from '../copy/limit.js';
 import { pullStoreFactory } from '../store/mirrored-store.js';
@@ -18,7 +18,7 @@ import { keyId, loadPrivateKey, privateKeyPermissionWarning } from '../sign/keys
 import { signEnvelope } from '../sign/dsse.js';
 import { sourceDateEpoch } from '../oci/image-builder.js';
 import { SOURCE_KINDS } from '../sources/index.js';
-import type { CreateContext, SourceImage, SourcePlan } from '../sources/source.js';
+import type { CreateContext, SkippedImage, SourceImage, SourcePlan } from '../sources/source.js';
 import { defaultExecutable, hashFile, TOOL_EXECUTABLE_MEDIA_TYPE, TOOL_PLATFORM, type ToolExecutable } from '../standalone/executable.js';
 import type { ContentStore } from '../store/store.js';
 import { digestHex, verified } from '../util/digest.js';
@@ -135,7 +135,7 @@ async function planSources(config: LoadedConfig, ctx: CreateContext): Promise<{ 
 }
 
 /** One image per refName across kinds (two kinds may need the same image). */
-function mergeImages(planned: { plan: SourcePlan }[]): SourceImage[] {
+function mergeImages(planned: { plan: Pick<SourcePlan, 'images'> }[]): SourceImage[] {
   const seen = new Map<string, SourceImage>();
   for (const { plan } of planned) {
     for (const img of plan.images) {
@@ -157,39 +157,24 @@ async function createFromSources(
 ): Promise<number> {
   const { progress } = ctx;
   const { output, signer, started, toolFile, base, volumeSize } = run;
-  progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
-  let planned: { kind: string; plan: SourcePlan }[];
-  let sources: SourceImage[];
-  const failed: { source: string; error: string }[] = [];
-  const warnings: string[] = [];
-  try {
-    planned = await planSources(config, ctx);
-    sources = mergeImages(planned);
-    for (const { plan } of planned) failed.push(...plan.failures);
-    for (const { plan } of planned) warnings.push(...(plan.warnings ?? []));
-  } catch (err) {
-    progress.finishPhase(false);
-    throw err;
-  }
-  const skipped = planned.flatMap(({ plan }) => plan.skipped);
-  progress.finishPhase(failed.length === 0);
-  for (const w of warnings) progress.warn(w);
-  for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
-  for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
-  if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
-
+  // The file is opened first: an image's manifests are read the moment it is resolved
+  // (while the other sources still resolve), by the engine that then copies it there.
   // Interrupted (Ctrl-C, a service stop): leave no half-written file behind. The handlers
   // are in place before the file exists, so no signal can slip between the two.
   const opening = ArchiveWriter.create(output, { level: opts.level, created: ctx.created, volumeSize });
   const images: BundleImage[] = [];
+  let sources: SourceImage[] | undefined;
+  const failed: { source: string; error: string }[] = [];
+  const skipped: SkippedImage[] = [];
   // Once interrupted, the interruption decides how the command ends (not the errors it causes).
   let interruption: Promise<number> | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
     progress.finishPhase(false);
     interruption = opening
       .then((w) => {
+        const done = sources ? ` (${images.length} of ${sources.length} images were complete)` : '';
         process.stderr.write(
-          `interrupted (${signal}): ${output} was not written (${images.length} of ${sources.length} images were complete); removed its temporary file ${w.tempPath}; run the same create again to start over\n`,
+          `interrupted (${signal}): ${output} was not written${done}; removed its temporary file ${w.tempPath}; run the same create again to start over\n`,
         );
         return w.abort();
       })
@@ -208,11 +193,24 @@ async function createFromSources(
   const engineFor = (store: ContentStore): CopyEngine => {
     let engine = engines.get(store);
     if (!engine) {
-      engine = new CopyEngine(store, destination, { limiter, progress, inlineBlob: (d) => d.size <= INLINE_BLOB_MAX && !isCompressedMediaType(d.mediaType) });
+      engine = new CopyEngine(store, destination, { limiter, progress });
       engines.set(store, engine);
     }
     return engine;
   };
+  // Every image's plan (its manifests), started when the image is resolved, at most 2 x --concurrency at once.
+  const planning = new Limiter(opts.concurrency * 2);
+  const plansOf = new Map<SourceImage, Promise<ImagePlan>>();
+  const planOf = (src: SourceImage): Promise<ImagePlan> => {
+    let p = plansOf.get(src);
+    if (!p) {
+      p = planning.run(() => engineFor(src.store).planImage(src.root));
+      p.catch(() => undefined); // reported when the plan is asked for
+      plansOf.set(src, p);
+    }
+    return p;
+  };
+  ctx.planAhead = (src) => void planOf(src);
   /** Without --continue-on-error the first failure stops everything; with it, the image is listed as failed. */
   let firstError: unknown;
   const giveUp = (src: SourceImage, err: unknown): void => {
@@ -225,61 +223,89 @@ async function createFromSources(
     progress.warn(`skipping ${src.source}: ${errorMessage(err)}`);
   };
   try {
-    // 1. Every manifest of every image, in parallel: the whole bundle is known before any layer moves.
-    progress.phase(`reading manifests of ${sources.length} images`, sources.length);
-    const plans: { src: SourceImage; plan: ImagePlan }[] = [];
-    await mapLimit(sources, opts.concurrency * 2, async (src) => {
-      if (firstError) return;
+    progress.phase(`resolving ${config.images.length + config.ociLayouts.length + Object.keys(config.sections).length} sources`);
+    const planned = await planSources(config, ctx);
+    sources = mergeImages(planned);
+    for (const { plan } of planned) failed.push(...plan.failures);
+    const warnings = planned.flatMap(({ plan }) => plan.warnings ?? []);
+    skipped.push(...planned.flatMap(({ plan }) => plan.skipped));
+    progress.finishPhase(failed.length === 0);
+    for (const w of warnings) progress.warn(w);
+    for (const f of failed) progress.warn(`skipping ${f.source}: ${f.error}`);
+    for (const s of skipped) progress.warn(`skipped (--skip-missing) ${s.source}: ${s.reason}; needed by ${s.neededBy.join('; ')}`);
+    if (sources.length === 0) throw new BundleError(`nothing to bundle: every source failed`);
+
+    // Images found later (cosign companions): a batch of their own.
+    const later = Promise.all(planned.map(async ({ plan }) => plan.later));
+    later.catch(() => undefined); // awaited below
+    // Every image is copied as soon as its batch is laid out: first the images given by one
+    // manifest (read when they were resolved), then indexes (once their platform manifests are
+    // in), then the images found later. Each batch goes after the one before, in digest order,
+    // so the same inputs give the same bytes whatever order anything arrives in; an update's
+    // left-out blobs take no place.
+    progress.phase('copying images', sources.length);
+    const space = await freeSpace(output);
+    const copies: Promise<void>[] = [];
+    const copyBatch = async (batch: SourceImage[]): Promise<void> => {
+      const plans: { src: SourceImage; plan: ImagePlan }[] = [];
+      await Promise.all(
+        batch.map(async (src) => {
+          try {
+            const plan = await planOf(src);
+            if (!firstError) plans.push({ src, plan });
+          } catch (err) {
+            giveUp(src, err);
+          }
+        }),
+      );
+      if (firstError) throw firstError;
+      const entries: LayoutEntry[] = [];
+      for (const { plan } of plans) {
+        for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
+        for (const b of plan.blobs) if (!base?.candidates.has(b.digest)) entries.push({ desc: b });
+      }
+      progress.more(0, space.add(entries));
+      await writer.layout(entries);
+      copies.push(...plans.map(({ src, plan }) => copyImage(src, plan)));
+    };
+    const copyImage = async (src: SourceImage, plan: ImagePlan): Promise<void> => {
+      let copied;
       try {
-        plans.push({ src, plan: await engineFor(src.store).planImage(src.root) });
-        progress.item();
+        copied = await engineFor(src.store).copyPlanned(plan);
       } catch (err) {
         giveUp(src, err);
+        return;
       }
-    });
-    if (firstError) throw firstError;
-    progress.finishPhase(failed.length === 0);
-    // 2. The layout, fixed by digest order whatever order the bytes arrive in (an update's left-out blobs take no place).
-    const entries: LayoutEntry[] = [];
-    const blobSizes = new Map<string, number>();
-    for (const { plan } of plans) {
-      for (const m of plan.manifests) entries.push({ desc: m.desc, bytes: m.bytes });
-      for (const b of plan.blobs) {
-        if (base?.candidates.has(b.digest)) continue;
-        entries.push({ desc: b, bytes: plan.inline.get(b.digest) });
-        blobSizes.set(b.digest, b.size);
-      }
+      images.push({
+        source: src.source,
+        refName: src.refName,
+        digest: copied.desc.digest,
+        mediaType: copied.desc.mediaType,
+        size: copied.desc.size,
+        platforms: copied.platforms,
+        tags: src.tags,
+        origin: src.origin,
+        ...(copied.filteredFrom ? { filteredFrom: copied.filteredFrom } : {}),
+      });
+      progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
+    };
+    await copyBatch(sources.filter((s) => !isIndexMediaType(s.root.desc.mediaType)));
+    await copyBatch(sources.filter((s) => isIndexMediaType(s.root.desc.mediaType)));
+    const found = (await later).flatMap((l) => (l ? [l] : []));
+    for (const l of found) failed.push(...l.failures);
+    for (const l of found) for (const w of l.warnings ?? []) {
+      warnings.push(w);
+      progress.warn(w);
     }
-    const totalBytes = [...blobSizes.values()].reduce((n, x) => n + x, 0);
-    await checkFreeSpace(output, entries, progress);
-    await writer.layout(entries);
-    entries.length = 0;
-    for (const { plan } of plans) plan.inline.clear();
-    // 3. Every blob of every image at once, under --concurrency slots (a large blob takes several).
-    progress.phase('copying images', plans.length, totalBytes);
-    await Promise.all(
-      plans.map(async ({ src, plan }) => {
-        let copied;
-        try {
-          copied = await engineFor(src.store).copyPlanned(plan);
-        } catch (err) {
-          giveUp(src, err);
-          return;
-        }
-        images.push({
-          source: src.source,
-          refName: src.refName,
-          digest: copied.desc.digest,
-          mediaType: copied.desc.mediaType,
-          size: copied.desc.size,
-          platforms: copied.platforms,
-          tags: src.tags,
-          origin: src.origin,
-          ...(copied.filteredFrom ? { filteredFrom: copied.filteredFrom } : {}),
-        });
-        progress.info(`  ${src.source} ${copied.desc.digest}${copied.platforms.length ? ` [${copied.platforms.join(', ')}]` : ''}`);
-      }),
-    );
+    for (const f of found.flatMap((l) => l.failures)) progress.warn(`skipping ${f.source}: ${f.error}`);
+    const known = new Set(sources);
+    const extra = mergeImages([...planned, ...found.map((plan) => ({ plan }))]).filter((s) => !known.has(s));
+    sources.push(...extra);
+    progress.more(extra.length, 0);
+    await copyBatch(extra);
+    writer.closeLayout();
+    space.report(progress);
+    await Promise.all(copies);
     if (firstError) throw firstError;
     progress.finishPhase(failed.length === 0);
     if (images.length === 0) throw new BundleError(`nothing to bundle: every image failed (${failed.map((f) => f.source).join(', ')})`);
@@ -355,8 +381,10 @@ async function createFromSources(
       return 1;
     }
     return 0;
-  } catch (err) {
+  } catch (caught) {
     if (interruption) return interruption;
+    // A failure that gave up the run explains what failed after it (a batch laid out into an aborted file).
+    const err = firstError ?? caught;
     progress.finishPhase(false);
     await writer.abort();
     if (isNoSpace(err)) {
@@ -371,27 +399,38 @@ function isNoSpace(err: unknown): boolean {
 }
 
 /**
- * The bundle's size is known once every manifest is read: at most the sum of its members
- * (compressible ones only shrink) and a little framing. Refuse before writing when the
- * output's file system has less free space than that; otherwise say how much it needs.
+ * The bundle's size is known batch by batch as manifests are read: at most the sum of its
+ * members (compressible ones only shrink) and a little framing. Refuse before a batch is
+ * laid out when the output's file system had less free space than everything so far needs;
+ * at the end, say how much it needs.
  */
-async function checkFreeSpace(output: string, entries: readonly { desc: { digest: string; size: number } }[], progress: Progress): Promise<void> {
-  const sizes = new Map(entries.map((e) => [e.desc.digest, e.desc.size]));
-  let need = 64 * 1024; // oci-layout, index.json, manifest, signature, seek table
-  for (const size of sizes.values()) need += size + 2 * 512 + 16 * Math.ceil(size / (1024 * 1024));
+async function freeSpace(output: string): Promise<{ add(entries: readonly { desc: { digest: string; size: number } }[]): number; report(progress: Progress): void }> {
   const fs = await statfs(dirname(output)).catch(() => undefined);
-  if (!fs) return;
-  const free = fs.bavail * fs.bsize;
-  if (need > free) {
-    throw new BundleError(
-      `not enough free space for ${output}: the bundle needs up to ${humanBytes(need)}, ${dirname(output)} has ${humanBytes(free)} free; nothing was written`,
-    );
-  }
-  progress.info(`the bundle needs up to ${humanBytes(need)}; ${humanBytes(free)} free in ${dirname(output)}`);
+  const free = fs ? fs.bavail * fs.bsize : undefined;
+  const counted = new Set<string>();
+  let need = 64 * 1024; // oci-layout, index.json, manifest, signature, seek table
+  return {
+    /** Count a batch's members not counted before; returns their bytes. */
+    add(entries) {
+      let bytes = 0;
+      for (const { desc } of entries) {
+        if (counted.has(desc.digest)) continue;
+        counted.add(desc.digest);
+        need += desc.size + 2 * 512 + 16 * Math.ceil(desc.size / (1024 * 1024));
+        bytes += desc.size;
+      }
+      if (free !== undefined && need > free) {
+        throw new BundleError(
+          `not enough free space for ${output}: the bundle needs up to ${humanBytes(need)}, ${dirname(output)} has ${humanBytes(free)} free; nothing was written`,
+        );
+      }
+      return bytes;
+    },
+    report(progress) {
+      if (free !== undefined) progress.info(`the bundle needs up to ${humanBytes(need)}; ${humanBytes(free)} free in ${dirname(output)}`);
+    },
+  };
 }
-
-/** Blobs up to this size whose media type does not say compressed are read while planning and compressed in memory. */
-const INLINE_BLOB_MAX = 1024 * 1024;
 
 /** The executable --include-tool names, checked before anything is downloaded. */
 async function executableToInclude(option: true | string): Promise<string> {

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { MediaType } from '../oci/media-types.js';
 import { keptPlatformManifests, parseManifest } from '../oci/manifest.js';
 import { platformString, type Descriptor } from '../oci/types.js';
@@ -6,9 +7,6 @@ import { sha256Digest, verified, verifyBuffer } from '../util/digest.js';
 import { BundleError } from '../util/errors.js';
 import type { Progress } from '../util/progress.js';
 import { Limiter } from './limit.js';
-
-/** Small reads that planning waits on go before any blob transfer waiting for a slot. */
-const PLANNING = Number.MAX_SAFE_INTEGER;
 
 /** One image (manifest or index) to copy, with where it comes from and goes. */
 export interface CopyRoot {
@@ -58,8 +56,6 @@ export interface CopyEngineOptions {
    * there, so nothing below it needs checking. For registry destinations.
    */
   skipPresent?: boolean;
-  /** Blobs to read into memory while planning (small ones the destination compresses in memory). */
-  inlineBlob?: (desc: Descriptor) => boolean;
 }
 
 /** What planImage found: everything copyPlanned will store. */
@@ -70,8 +66,11 @@ export interface ImagePlan {
   manifests: { desc: Descriptor; bytes: Buffer; depth: number }[];
   /** Every blob of the image, once. */
   blobs: Descriptor[];
-  /** Blobs read while planning (verified), by digest. */
-  inline: Map<string, Buffer>;
+  /**
+   * A single-platform image's config, which says its platform: read while the
+   * image is copied, not while planning (nothing needs it before copyPlanned ends).
+   */
+  config?: Descriptor;
 }
 
 /**
@@ -89,6 +88,8 @@ export class CopyEngine {
   private readonly firstTransfer = new Map<string, Promise<PutResult>>();
   private readonly manifests = new Map<string, Promise<void>>();
   private readonly fetched = new Map<string, Promise<Buffer>>();
+  /** Small blobs read for what they say (a config's platform), kept for their transfer so they are fetched once. */
+  private readonly readAhead = new Map<string, Promise<Buffer>>();
   /** Bytes reported to progress per digest: each digest counts once, however many repositories get it. */
   private readonly credited = new Map<string, number>();
   /** Repositories of the destination known to hold a digest (for cross-repository mounts). */
@@ -120,20 +121,19 @@ export class CopyEngine {
 
   /**
    * Everything an image needs, without writing anything: its manifests
-   * (fetched and verified; a subset index when platforms are filtered), every
-   * blob's descriptor, and the bytes of the blobs `inlineBlob` asks for.
+   * (fetched and verified; a subset index when platforms are filtered) and
+   * every blob's descriptor. Nothing but manifests is waited for.
    */
   async planImage(root: CopyRoot): Promise<ImagePlan> {
     const top = await this.fetchVerified(root.srcRepo, root.desc, root.label);
     const parsed = parseManifest(top, root.desc.mediaType, root.label);
-    const plan: ImagePlan = { root, result: { desc: root.desc, platforms: [] }, manifests: [], blobs: [], inline: new Map() };
+    const plan: ImagePlan = { root, result: { desc: root.desc, platforms: [] }, manifests: [], blobs: [] };
     const wanted = keptPlatformManifests(parsed, root.platforms);
     // Platforms that pick every entry of the index keep the index as it is.
     if (!wanted || !root.platforms) {
       await this.planTree(plan, root.srcRepo, root.desc, top, root.label, 0);
-      plan.result.platforms = parsed.isIndex
-        ? parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p)
-        : await this.platformOf(plan, root.srcRepo, parsed.blobs[0], root.label);
+      if (parsed.isIndex) plan.result.platforms = parsed.manifests.map((m) => platformString(m.platform)).filter((p): p is string => !!p);
+      else plan.config = parsed.blobs[0];
     } else if (wanted.length === 0) {
       const have = parsed.manifests.map((m) => platformString(m.platform)).filter(Boolean).join(', ');
       throw new BundleError(`${root.label}: no platform ${root.platforms.join(', ')} in the index (it has ${have || 'none'})`);
@@ -154,21 +154,15 @@ export class CopyEngine {
         plan.result.desc = desc;
       }
     }
-    // Blobs the destination wants in memory (small configs and the like), read now.
-    const inline = this.opts.inlineBlob;
-    if (inline) {
-      await settleAll(
-        plan.blobs
-          .filter((b) => inline(b) && !plan.inline.has(b.digest))
-          .map(async (b) => plan.inline.set(b.digest, await this.limiter.run(() => this.readBlob(root.srcRepo, b, root.label), PLANNING))),
-      );
-    }
     return plan;
   }
 
   /** Store what planImage found: blobs first, then manifests, every one after those it lists; the top one gets the tags. */
   async copyPlanned(plan: ImagePlan): Promise<CopiedImage> {
     const { root } = plan;
+    // Read beside the blobs (the config's transfer takes these bytes rather than fetching it again).
+    const platforms = plan.config && this.platformOf(root.srcRepo, plan.config, root.label);
+    platforms?.catch(() => undefined); // reported below, once the blobs are settled
     await settleAll(plan.blobs.map((b) => this.copyBlob(root.srcRepo, root.dstRepo, b, root.label)));
     const depths = [...new Set(plan.manifests.map((m) => m.depth))].sort((a, b) => b - a);
     for (const depth of depths) {
@@ -178,6 +172,7 @@ export class CopyEngine {
           .map((m) => (depth === 0 ? this.putManifest(root.dstRepo, m.desc, m.bytes, root.tags) : this.putChild(root.dstRepo, m.desc, m.bytes))),
       );
     }
+    if (platforms) plan.result.platforms = await platforms;
     this.opts.progress?.item();
     return plan.result;
   }
@@ -223,17 +218,20 @@ export class CopyEngine {
     return found.every(Boolean);
   }
 
-  private async platformOf(plan: ImagePlan, repo: string, config: Descriptor | undefined, label: string): Promise<string[]> {
+  private async platformOf(repo: string, config: Descriptor | undefined, label: string): Promise<string[]> {
     if (!config || (config.mediaType !== MediaType.OciConfig && config.mediaType !== MediaType.DockerConfig)) return [];
     if (config.size > 4 << 20) return [];
-    let bytes = plan.inline.get(config.digest);
+    let bytes = this.readAhead.get(config.digest);
     if (!bytes) {
-      bytes = await this.limiter.run(() => this.readBlob(repo, config, `${label} config`), PLANNING);
-      if (this.opts.inlineBlob?.(config)) plan.inline.set(config.digest, bytes);
+      // Outside the transfer slots: a transfer holding one may be waiting for these bytes.
+      bytes = this.readBlob(repo, config, `${label} config`);
+      bytes.catch(() => this.readAhead.delete(config.digest));
+      this.readAhead.set(config.digest, bytes);
     }
+    const cfg = await bytes;
     try {
-      const cfg = JSON.parse(bytes.toString('utf8')) as { os?: string; architecture?: string; variant?: string };
-      if (cfg.os && cfg.architecture) return [`${cfg.os}/${cfg.architecture}${cfg.variant ? `/${cfg.variant}` : ''}`];
+      const c = JSON.parse(cfg.toString('utf8')) as { os?: string; architecture?: string; variant?: string };
+      if (c.os && c.architecture) return [`${c.os}/${c.architecture}${c.variant ? `/${c.variant}` : ''}`];
     } catch {
       /* not JSON: no platform to report */
     }
@@ -323,7 +321,10 @@ export class CopyEngine {
           // A store retrying the blob opens it again: its progress starts over.
           if (sent) this.credit(desc.digest, desc.size, -sent);
           sent = 0;
-          return verified(await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, progress);
+          // Read already (a config, for its platform): sent from memory, once.
+          const early = await this.readAhead.get(desc.digest)?.catch(() => undefined);
+          this.readAhead.delete(desc.digest);
+          return verified(early ? Readable.from([early], { objectMode: false }) : await this.src.openBlob(srcRepo, desc), desc.digest, desc.size, what, progress);
         },
         {
           mountFrom,
@@ -344,6 +345,8 @@ export class CopyEngine {
     } catch (err) {
       this.credit(desc.digest, desc.size, -sent);
       throw err;
+    } finally {
+      this.readAhead.delete(desc.digest);
     }
   }
 }

@@ -39,6 +39,7 @@ interface SendOptions {
   retries?: boolean;
   /** The request's attempt budget, when a caller may try it again (resuming, re-opening a source). */
   attempts?: Attempts;
+  signal?: AbortSignal;
 }
 
 /** Where a blob's bytes come from for an upload: a stream (sent once), or a way to open it again for each attempt. */
@@ -171,8 +172,34 @@ export class RegistryClient {
     return (await this.origin()).origin;
   }
 
+  /**
+   * Send a request, once the scheme is known. While it is still being found
+   * (a loopback registry: plain HTTP first), a request that may be sent twice
+   * (GET, HEAD, no body) goes out over the first scheme at once, beside the
+   * probe: its answer is kept when the probe agrees, so the probe costs no
+   * round trip of its own.
+   */
   private async send(method: string, target: string | URL, o: SendOptions): Promise<HttpResponse> {
-    const origin = await this.origin();
+    const guess = this.originGuess(method, o);
+    if (guess) {
+      const abandon = new AbortController();
+      const early = this.sendTo(guess, method, target, { ...o, signal: abandon.signal });
+      early.catch(() => undefined);
+      // The right scheme: this is the request (with its retries, its answer or its error).
+      if ((await this.origin()).origin === guess.origin) return early;
+      abandon.abort();
+      await early.then((res) => res.body.dump()).catch(() => undefined);
+    }
+    return this.sendTo(await this.origin(), method, target, o);
+  }
+
+  /** The first scheme to try, while the scheme is unknown, for a request that may be sent twice. */
+  private originGuess(method: string, o: SendOptions): URL | undefined {
+    if (this.resolvedOrigin || this.schemes.length < 2 || (method !== 'GET' && method !== 'HEAD') || o.body !== undefined) return undefined;
+    return new URL(`${this.schemes[0]}://${this.host}/`);
+  }
+
+  private async sendTo(origin: URL, method: string, target: string | URL, o: SendOptions): Promise<HttpResponse> {
     let url = typeof target === 'string' ? new URL(target, origin) : target;
     const replayable = o.body === undefined || typeof o.body === 'string' || Buffer.isBuffer(o.body);
     let authz = url.origin === origin.origin ? await this.auth.authorization(o.scopes, o.repo) : undefined;
@@ -183,7 +210,7 @@ export class RegistryClient {
       const sameOrigin = url.origin === origin.origin;
       const headers: Record<string, string> = { ...o.headers };
       if (authz && sameOrigin) headers['authorization'] = authz;
-      const res = await this.transport.request({ method, url, headers, body: o.body }, { retries: o.retries, attempts });
+      const res = await this.transport.request({ method, url, headers, body: o.body, signal: o.signal }, { retries: o.retries, attempts });
       if (res.status === 401 && sameOrigin) {
         const www = header(res, 'www-authenticate');
         await res.body.dump().catch(() => undefined);
@@ -230,6 +257,15 @@ export class RegistryClient {
 
   /** A manifest's exact bytes, verified against its digest. */
   async getManifest(repo: string, ref: string): Promise<FetchedManifest> {
+    return (await this.readManifest(repo, ref, false))!;
+  }
+
+  /** A manifest's exact bytes, verified against its digest, or undefined when it does not exist (one GET: no HEAD first). */
+  findManifest(repo: string, ref: string): Promise<FetchedManifest | undefined> {
+    return this.readManifest(repo, ref, true);
+  }
+
+  private async readManifest(repo: string, ref: string, missingOk: boolean): Promise<FetchedManifest | undefined> {
     const res = await this.send('GET', this.repoPath(repo, `manifests/${ref}`), {
       scopes: [repositoryScope(repo, 'pull')],
       repo,
@@ -237,6 +273,10 @@ export class RegistryClient {
       follow: true,
     });
     const what = `manifest ${this.registry}/${repo}${isDigest(ref) ? '@' : ':'}${ref}`;
+    if (res.status === 404 && missingOk) {
+      await res.body.dump().catch(() => undefined);
+      return undefined;
+    }
     if (res.status === 404) await this.fail('GET', res, `${what} not found`);
     if (res.status !== 200) await this.fail('GET', res);
     const declared = Number(header(res, 'content-length') ?? NaN);

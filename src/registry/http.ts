@@ -74,6 +74,10 @@ export class HttpTransport {
           headers,
           body: req.body ?? null,
           signal: req.signal ?? null,
+          // undici closes the connection after a HEAD (for servers that send a body anyway);
+          // registries do not, and a HEAD (cosign look-ups, blob checks) would otherwise cost
+          // a new connection, its handshakes and a place under the connection cap each time.
+          ...(req.method === 'HEAD' ? { reset: false } : {}),
         });
       } catch (err) {
         if (req.signal?.aborted) throw err;

@@ -41,10 +41,12 @@ export const imagesKind: SourceKind<ImagesSection> = {
     return { images: config.images.map((i) => ({ ref: i.ref, platforms: i.platforms })), ociLayouts: config.ociLayouts };
   },
   async plan(section, ctx) {
-    const r = await resolveImages(section.images, section.ociLayouts, (reg) => ctx.storeFor(reg), ctx.concurrency, ctx.keepGoing, ctx.signatures);
-    return { images: r.images, failures: r.failures, skipped: [], warnings: r.warnings };
+    const r = await resolveImagesEarly(section.images, section.ociLayouts, (reg) => ctx.storeFor(reg), ctx.concurrency, ctx.keepGoing, ctx.signatures, ctx.planAhead);
+    return { images: r.images, failures: r.failures, skipped: [], warnings: [], later: r.later };
   },
 };
+
+type Found = { images: SourceImage[]; failures: ResolveFailure[]; warnings: string[] };
 
 /**
  * Resolve every image of the config. All failures are reported together: as one
@@ -57,17 +59,52 @@ export async function resolveImages(
   concurrency = 8,
   keepGoing = false,
   withCosign = true,
-): Promise<{ images: SourceImage[]; failures: ResolveFailure[]; warnings: string[] }> {
+): Promise<Found> {
+  const first = await resolveImagesEarly(images, layouts, registryStore, concurrency, true, withCosign);
+  const later = await first.later;
+  const failures = [...first.failures, ...later.failures];
+  if (failures.length > 0 && !keepGoing) throw resolutionError(failures);
+  return { images: unique([...first.images, ...later.images]), failures, warnings: later.warnings };
+}
+
+/**
+ * The images of the config, resolved, and `later` their cosign companions: an
+ * image's look-ups start the moment it is resolved and run while the images'
+ * manifests are read (`resolved` hears of each image and companion as soon as
+ * it is known). Without `keepGoing` the failures of each part are one error.
+ */
+export async function resolveImagesEarly(
+  images: ImageSpec[],
+  layouts: LayoutSpec[],
+  registryStore: RegistryStoreFactory,
+  concurrency = 8,
+  keepGoing = false,
+  withCosign = true,
+  resolved?: (img: SourceImage) => void,
+): Promise<Found & { later: Promise<Found> }> {
   const failures: ResolveFailure[] = [];
-  const warnings: string[] = [];
+  // Each image with its companions to come, in the config's order whatever order they come in.
   const fromRegistries = await mapLimit(images, concurrency, async (spec) => {
+    let img: SourceImage;
     try {
-      return await resolveRegistryImage(spec, registryStore);
+      img = await resolveRegistryImage(spec, registryStore);
     } catch (err) {
       failures.push({ source: spec.ref, error: errorMessage(err) });
       return undefined;
     }
+    resolved?.(img);
+    const companions = withCosign ? cosignOf(img, resolved) : undefined;
+    companions?.catch(() => undefined); // settled below
+    return { img, companions };
   });
+  const resolvedImages = fromRegistries.filter((r) => r !== undefined);
+  const later = (async (): Promise<Found> => {
+    const found = await Promise.all(resolvedImages.map((r) => r.companions ?? { images: [], failures: [], warnings: [] }));
+    const f = { images: found.flatMap((c) => c.images), failures: found.flatMap((c) => c.failures), warnings: found.flatMap((c) => c.warnings) };
+    if (f.failures.length > 0 && !keepGoing) throw resolutionError(f.failures);
+    return f;
+  })();
+  later.catch(() => undefined); // the caller awaits it
   const fromLayouts: SourceImage[] = [];
   for (const layout of layouts) {
     try {
@@ -76,23 +113,29 @@ export async function resolveImages(
       failures.push({ source: layout.path, error: errorMessage(err) });
     }
   }
-  const resolved = fromRegistries.filter((x): x is SourceImage => !!x);
-  const companions = withCosign
-    ? (
-        await mapLimit(resolved, concurrency, async (img) => {
-          try {
-            const found = await cosignArtifacts(img);
-            warnings.push(...found.warnings);
-            return found.images;
-          } catch (err) {
-            failures.push({ source: `${img.source} (cosign signatures)`, error: errorMessage(err) });
-            return [];
-          }
-        })
-      ).flat()
-    : [];
+  // Failures in the config's order.
+  failures.sort((a, b) => order(a.source) - order(b.source));
+  function order(source: string): number {
+    const i = images.findIndex((s) => s.ref === source);
+    return i < 0 ? images.length + layouts.findIndex((l) => l.path === source) : i;
+  }
   if (failures.length > 0 && !keepGoing) throw resolutionError(failures);
-  const all = [...resolved, ...companions, ...fromLayouts];
+  return { images: unique([...resolvedImages.map((r) => r.img), ...fromLayouts]), failures, warnings: [], later };
+}
+
+/** An image's cosign companions (each told to `resolved` when found). */
+async function cosignOf(img: SourceImage, resolved?: (img: SourceImage) => void): Promise<Found> {
+  try {
+    const found = await cosignArtifacts(img);
+    for (const c of found.images) resolved?.(c);
+    return { images: found.images, failures: [], warnings: found.warnings };
+  } catch (err) {
+    return { images: [], failures: [{ source: `${img.source} (cosign signatures)`, error: errorMessage(err) }], warnings: [] };
+  }
+}
+
+/** One image per refName (the last named wins); two different images under one name are an error. */
+function unique(all: SourceImage[]): SourceImage[] {
   const seen = new Map<string, SourceImage>();
   for (const img of all) {
     const prior = seen.get(img.refName);
@@ -101,7 +144,7 @@ export async function resolveImages(
     }
     seen.set(img.refName, img);
   }
-  return { images: [...seen.values()], failures, warnings };
+  return [...seen.values()];
 }
 
 /** One error naming every source that could not be resolved. */
@@ -113,7 +156,8 @@ export function resolutionError(failures: ResolveFailure[]): BundleError {
 async function resolveRegistryImage(spec: ImageSpec, registryStore: RegistryStoreFactory): Promise<SourceImage> {
   const ref = parseReference(spec.ref);
   const store = registryStore(ref.registry);
-  const desc = await store.resolve(ref.repository, referenceSelector(ref));
+  // Its manifest is read next: in the same request.
+  const desc = await store.resolve(ref.repository, referenceSelector(ref), { fetch: true });
   const source = formatReference(ref);
   const tags = ref.tag ? [ref.tag] : [];
   return {

@@ -53,6 +53,11 @@ export interface CreateContext {
   progress: Progress;
   /** A fresh scratch folder, removed when create ends. */
   tempDir(): Promise<string>;
+  /**
+   * Told of an image as soon as it is resolved, while other sources are still
+   * being resolved: create starts reading its manifests then.
+   */
+  planAhead?(img: SourceImage): void;
 }
 
 /** What one config section asks to carry. */
@@ -65,6 +70,13 @@ export interface SourcePlan {
   skipped: SkippedImage[];
   /** Remarks that do not stop the run (one line each). */
   warnings?: string[];
+  /**
+   * Images found after the others (cosign companions, looked up once their image
+   * is resolved): create lays them out after the rest, so that no layer of the
+   * others waits for these look-ups. Rejects (without --continue-on-error) with
+   * the failures of the look-ups.
+   */
+  later?: Promise<Pick<SourcePlan, 'images' | 'failures' | 'warnings'>>;
   /** After the copy: the kind's record for the signed manifest, `manifest.sources[kind]`. */
   record?(copied: ReadonlyMap<string, BundleImage>): unknown;
 }

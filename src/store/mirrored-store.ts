@@ -35,7 +35,7 @@ import type { RegistryOptions } from '../registry/options.js';
 import { matchesRegistry, pullPlan, type Endpoint, type RegistriesConf } from '../registry/registries-conf.js';
 import { BundleError, errorMessage, NotFoundError } from '../util/errors.js';
 import { createRegistryStore, type RegistryStore } from './registry-store.js';
-import type { ByteRange, ContentStore, ManifestBytes, RangeResult } from './store.js';
+import type { ByteRange, ContentStore, ManifestBytes, RangeResult, ResolveOptions } from './store.js';
 
 export type EndpointStoreFactory = (registry: string, insecure: boolean) => ContentStore;
 
@@ -141,9 +141,9 @@ export class MirroredStore implements ContentStore {
     throw new BundleError(`${orig} (per ${file}) failed at every location: ${tried}`, last instanceof BundleError ? last.exitCode : 1);
   }
 
-  async resolve(repo: string, reference: string): Promise<Descriptor> {
+  async resolve(repo: string, reference: string, opts?: ResolveOptions): Promise<Descriptor> {
     const byDigest = reference.includes(':');
-    const { value, ep } = await this.attempt(repo, reference, { byDigest }, (s, e) => s.resolve(e.repository, reference));
+    const { value, ep } = await this.attempt(repo, reference, { byDigest }, (s, e) => s.resolve(e.repository, reference, opts));
     this.remember(repo, value.digest, { byDigest, servedBy: endpointKey(ep) });
     return value;
   }

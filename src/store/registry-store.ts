@@ -5,19 +5,33 @@ import type { Readable } from 'node:stream';
 import type { Descriptor } from '../oci/types.js';
 import { DigestMismatchError, NotFoundError } from '../util/errors.js';
 import { RegistryClient, type RegistryOptions } from '../registry/client.js';
-import type { ByteRange, ManifestBytes, PutBlobOptions, PutResult, RangeResult, WritableContentStore } from './store.js';
+import type { ByteRange, ManifestBytes, PutBlobOptions, PutResult, RangeResult, ResolveOptions, WritableContentStore } from './store.js';
 
 export type { RegistryOptions } from '../registry/client.js';
 
 export class RegistryStore implements WritableContentStore {
   readonly description: string;
+  /** Manifests a resolve read, by `repo@digest`. */
+  private readonly readAhead = new ManifestCache();
 
   constructor(readonly client: RegistryClient) {
     this.description = `registry ${client.registry}`;
   }
 
-  async resolve(repo: string, reference: string): Promise<Descriptor> {
-    const desc = await this.client.headManifest(repo, reference);
+  /**
+   * A HEAD, or with `fetch` a GET whose bytes are kept for the fetchManifest
+   * that follows (once: a manifest's bytes never change under its digest, and
+   * none is held longer than until it is asked for).
+   */
+  async resolve(repo: string, reference: string, opts: ResolveOptions = {}): Promise<Descriptor> {
+    let desc: Descriptor | undefined;
+    if (opts.fetch) {
+      const m = await this.client.findManifest(repo, reference);
+      if (m) {
+        this.readAhead.keep(`${repo}@${m.digest}`, m);
+        desc = { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
+      }
+    } else desc = await this.client.headManifest(repo, reference);
     if (!desc) {
       throw new NotFoundError(`${this.client.registry}/${repo}${reference.includes(':') ? '@' : ':'}${reference} not found`);
     }
@@ -25,7 +39,7 @@ export class RegistryStore implements WritableContentStore {
   }
 
   async fetchManifest(repo: string, desc: Descriptor): Promise<ManifestBytes> {
-    const m = await this.client.getManifest(repo, desc.digest);
+    const m = this.readAhead.take(`${repo}@${desc.digest}`) ?? (await this.client.getManifest(repo, desc.digest));
     if (desc.size !== undefined && desc.size !== m.bytes.length) {
       throw new DigestMismatchError(desc.digest, `${m.bytes.length} bytes instead of ${desc.size}`, `manifest ${this.client.registry}/${repo}@${desc.digest}`);
     }
@@ -90,4 +104,32 @@ export class RegistryStore implements WritableContentStore {
 /** A store for `registry` (as the user wrote it: docker.io maps to its API host, credentials stay under docker.io). */
 export function createRegistryStore(registry: string, opts: RegistryOptions = {}): RegistryStore {
   return new RegistryStore(new RegistryClient(registry, opts));
+}
+
+/** Manifests kept in memory by key until taken, the oldest dropped beyond a total size. */
+class ManifestCache {
+  private readonly entries = new Map<string, ManifestBytes>();
+  private bytes = 0;
+
+  constructor(private readonly limit = 8 * 1024 * 1024) {}
+
+  keep(key: string, m: ManifestBytes): void {
+    if (this.entries.has(key) || m.bytes.length > this.limit) return;
+    this.entries.set(key, m);
+    this.bytes += m.bytes.length;
+    for (const [k, old] of this.entries) {
+      if (this.bytes <= this.limit) break;
+      this.entries.delete(k);
+      this.bytes -= old.bytes.length;
+    }
+  }
+
+  take(key: string): ManifestBytes | undefined {
+    const m = this.entries.get(key);
+    if (m) {
+      this.entries.delete(key);
+      this.bytes -= m.bytes.length;
+    }
+    return m;
+  }
 }

@@ -20,8 +20,12 @@ export interface ManifestBytes {
 export interface ContentStore {
   /** Human-readable name for messages; never contains credentials. */
   readonly description: string;
-  /** Resolve a tag or digest in a repository to its manifest descriptor. */
-  resolve(repo: string, reference: string): Promise<Descriptor>;
+  /**
+   * Resolve a tag or digest in a repository to its manifest descriptor. `fetch`:
+   * the caller fetches the manifest next; a store that can reads it in the same
+   * request and serves that fetch from memory (one round trip instead of two).
+   */
+  resolve(repo: string, reference: string, opts?: ResolveOptions): Promise<Descriptor>;
   /** Fetch a manifest's exact bytes (bounded size). */
   fetchManifest(repo: string, desc: Descriptor): Promise<ManifestBytes>;
   hasBlob(repo: string, desc: Descriptor): Promise<boolean>;
@@ -37,6 +41,11 @@ export interface ContentStore {
   listRepositories?(pageSize?: number): Promise<string[]>;
   /** Registries only: every tag of a repository, following its pages. */
   listTags?(repo: string, pageSize?: number): Promise<string[]>;
+}
+
+export interface ResolveOptions {
+  /** The manifest will be fetched next (an image to copy, not an existence check). */
+  fetch?: boolean;
 }
 
 /** Bytes [start, end) of a blob. */

@@ -67,6 +67,12 @@ export class Progress {
     }
   }
 
+  /** More items and bytes to do in this phase than it began with (work found as it goes). */
+  more(items: number, bytes: number): void {
+    this.itemsTotal += items;
+    this.bytesTotal += bytes;
+  }
+
   bytes(n: number): void {
     this.bytesDone += n;
     this.maybePlain();
