@@ -147,6 +147,30 @@ describe('parallel, ranged create', () => {
     }
   });
 
+  it('progress: the copying summary ends with every byte of its total done, never more, and counts every image', async () => {
+    // Both images, and the small one alone (where manifests and the config are most of the bytes).
+    for (const [name, text, images] of [['progress', config(src.host), '2'], ['progress-small', `apiVersion: airgap.bundle/v1alpha1\nkind: BundleConfig\nimages:\n  - ${src.host}/par/small:1\n`, '1']] as const) {
+      await checkProgress(name, text, images);
+    }
+  });
+
+  async function checkProgress(name: string, text: string, images: string): Promise<void> {
+    const cfg = join(work, `${name}.yaml`);
+    await writeFile(cfg, text);
+    const r = await runBundle(['create', '-c', cfg, '-o', join(work, `${name}.airgap`)], { env: { SOURCE_DATE_EPOCH: EPOCH, CI: 'true' } });
+    assert.equal(r.code, 0, r.stderr);
+    const line = r.stderr.split('\n').find((l) => l.startsWith('done: copying images'));
+    assert.ok(line, r.stderr);
+    const m = /(\d+)\/(\d+) items, ([\d.]+ \w+) of ([\d.]+ \w+)/.exec(line);
+    assert.ok(m, line);
+    assert.equal(m[1], m[2], line);
+    assert.equal(m[2], images, line);
+    assert.equal(m[3], m[4], line);
+    // The total holds the layers (and the manifests and configs beside them).
+    const [n, unit] = m[4]!.split(' ');
+    assert.ok(Number(n) * 1024 ** ['B', 'KiB', 'MiB', 'GiB'].indexOf(unit!) >= (images === '2' ? (big.size + plain.size) * 0.99 : 1), line);
+  }
+
   it('a registry that ignores Range still works: one request for the big layer, the same bundle', async () => {
     const proxy = await startProxy(src.host, { stripRange: true });
     try {
