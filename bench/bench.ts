@@ -21,7 +21,7 @@ import { startRegistry, type RunningRegistry } from '../test/helpers/registry.js
 import { MANIFEST_MEDIA_TYPES } from '../src/oci/media-types.js';
 import { ensureDataset, IMAGE_REFS, type Dataset } from './dataset.js';
 import { formatProfile, summarizeProfile } from './profile-summary.js';
-import { ensureTools, median, pipelineArgv, q, run, runSeq, show, type RunOutcome } from './proc.js';
+import { ensureTools, median, pipelineArgv, processCpuSeconds, q, run, runSeq, show, type RunOutcome } from './proc.js';
 import { runWanScenario, type WanResult } from './wan.js';
 import { runScaleScenario } from './scale.js';
 
@@ -184,6 +184,31 @@ interface Samples {
   skopeoPush: RunOutcome[];
   bundleServe: RunOutcome[];
   registryServe: RunOutcome[];
+  /** CPU seconds the registry used during each run: the source for creates, the target for pushes. */
+  registryCpu: Record<'bundleCreate' | 'skopeoCreate' | 'bundlePush' | 'skopeoPush', number[]>;
+}
+
+/**
+ * What bounds create and push on this machine: the client and the registry it talks to share
+ * the CPUs, so (client CPU + registry CPU) / CPUs is a floor no client can beat without
+ * spending less CPU itself or making the registry spend less.
+ */
+function cpuFloorLines(s: Samples): string[] {
+  const n = cpus().length;
+  const med = (xs: number[]): number => median(xs.filter((x) => Number.isFinite(x)));
+  const line = (what: string, client: RunOutcome[], reg: number[]): string => {
+    const c = median(client.map((x) => x.cpuS));
+    const r = med(reg);
+    return `${what}: client ${c.toFixed(2)} s + registry ${r.toFixed(2)} s = ${(c + r).toFixed(2)} s of CPU, at least ${((c + r) / n).toFixed(2)} s of wall time on ${n} CPUs (took ${(median(client.map((x) => x.ms)) / 1000).toFixed(2)} s)`;
+  };
+  return [
+    "CPU time of the registry on the other end (median; /proc of the docker-registry process: the source during a create, the empty target during a push), beside the client's, and the wall-time floor the two give on this machine's CPUs:",
+    '',
+    `- ${line('bundle create', s.bundleCreate, s.registryCpu.bundleCreate)}`,
+    `- ${line('skopeo create', s.skopeoCreate, s.registryCpu.skopeoCreate)}`,
+    `- ${line('bundle push', s.bundlePush, s.registryCpu.bundlePush)}`,
+    `- ${line('skopeo push', s.skopeoPush, s.registryCpu.skopeoPush)}`,
+  ];
 }
 
 async function main(): Promise<void> {
@@ -245,7 +270,7 @@ async function main(): Promise<void> {
     let serveBlobs: BlobRef[] = [];
     let servePeakRss = 0;
 
-    const s: Samples = { bundleCreate: [], skopeoCreate: [], bundleVerify: [], opensslVerify: [], bundlePush: [], bundleRepush: [], skopeoPush: [], bundleServe: [], registryServe: [] };
+    const s: Samples = { bundleCreate: [], skopeoCreate: [], bundleVerify: [], opensslVerify: [], bundlePush: [], bundleRepush: [], skopeoPush: [], bundleServe: [], registryServe: [], registryCpu: { bundleCreate: [], skopeoCreate: [], bundlePush: [], skopeoPush: [] } };
     let bundleSize = 0;
     let skopeoSize = 0;
     let bundleContentBytes = 0;
@@ -267,7 +292,9 @@ async function main(): Promise<void> {
     const contenders = {
       async bundleCreate(): Promise<void> {
         await rm(airgap, { force: true });
+        const cpu0 = processCpuSeconds(src.pid);
         const r = await run(cmd.bundleCreate);
+        s.registryCpu.bundleCreate.push(processCpuSeconds(src.pid) - cpu0);
         s.bundleCreate.push(r);
         bundleSize = (await stat(airgap)).size;
         bundleContentBytes = (JSON.parse(r.stdout) as { contentBytes: number }).contentBytes;
@@ -277,7 +304,9 @@ async function main(): Promise<void> {
         await rm(skDir, { recursive: true, force: true });
         await rm(skArchive, { force: true });
         await mkdir(skDir, { recursive: true });
+        const cpu0 = processCpuSeconds(src.pid);
         const r = await runSeq([...cmd.skopeoSyncs, cmd.skopeoPack]);
+        s.registryCpu.skopeoCreate.push(processCpuSeconds(src.pid) - cpu0);
         s.skopeoCreate.push(r);
         skopeoSize = (await stat(skArchive)).size;
         skopeoDirBytes = await dirBytes(skDir);
@@ -298,7 +327,9 @@ async function main(): Promise<void> {
         const target = await startRegistry();
         registries.push(target);
         try {
+          const cpu0 = processCpuSeconds(target.pid);
           const r = await run(cmd.bundlePush(target.host));
+          s.registryCpu.bundlePush.push(processCpuSeconds(target.pid) - cpu0);
           s.bundlePush.push(r);
           log(`  bundle push (empty)  ${sec(r.ms).padStart(7)} s  ${MB(r.rssKiB * 1024).padStart(7)} MB RSS`);
           if (check) await assertHasImages(target.host, 'mirror/', 'bundle push');
@@ -318,7 +349,9 @@ async function main(): Promise<void> {
         try {
           await rm(skUnpack, { recursive: true, force: true });
           await mkdir(skUnpack, { recursive: true });
+          const cpu0 = processCpuSeconds(target.pid);
           const r = await runSeq([cmd.skopeoUnpack, cmd.skopeoPushSync(target.host)]);
+          s.registryCpu.skopeoPush.push(processCpuSeconds(target.pid) - cpu0);
           s.skopeoPush.push(r);
           log(`  skopeo unpack+sync   ${sec(r.ms).padStart(7)} s  ${MB(r.rssKiB * 1024).padStart(7)} MB RSS`);
           if (check) await assertHasImages(target.host, 'mirror/', 'skopeo sync');
@@ -455,6 +488,8 @@ async function main(): Promise<void> {
       'CPU time, user+sys (median; client processes only, the registries\' own CPU not counted): ' +
         `bundle create ${cpu(s.bundleCreate)}, skopeo create ${cpu(s.skopeoCreate)}; bundle push ${cpu(s.bundlePush)}, re-push ${cpu(s.bundleRepush)}, ` +
         `skopeo push ${cpu(s.skopeoPush)}; bundle verify ${cpu(s.bundleVerify)}, openssl ${cpu(s.opensslVerify)}`,
+      '',
+      ...cpuFloorLines(s),
       '',
       'Commands (paths under bench/cache/work; SRC and DST are loopback registries on free ports):',
       '',

@@ -16,14 +16,13 @@
  *
  * Knobs: BENCH_SCALE_IMAGES (comma-separated counts, default 500,1000,2000).
  */
-import { readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { buildManyImages } from '../test/helpers/images.js';
 import { startProxy } from '../test/helpers/proxy.js';
 import { startRegistry } from '../test/helpers/registry.js';
-import { median, run } from './proc.js';
+import { median, processCpuSeconds, run } from './proc.js';
 
 export const SCALE_COUNTS = (process.env['BENCH_SCALE_IMAGES'] ?? '500,1000,2000').split(',').map(Number);
 /** Largest allowed ratio of CPU per image, largest count over smallest (see above). */
@@ -44,19 +43,6 @@ export interface ScaleRow {
   rssMiB: number;
   /** Highest 1-minute load average seen at the end of the step's runs. */
   load: number;
-}
-
-/** User + system CPU seconds a process has used so far (Linux /proc). */
-function processCpuSeconds(pid: number | undefined): number {
-  if (!pid) return NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of the line (11 and 12 after the command name).
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return NaN;
-  }
 }
 
 export async function runScaleScenario(o: { work: string; bin: string; runs: number; log: (s: string) => void }): Promise<{ rows: ScaleRow[]; lines: string[] }> {
