@@ -191,7 +191,7 @@ describe('progress', () => {
 });
 
 describe('push: order of uploads', () => {
-  it('starts the largest waiting blob first (seen at a proxy), not the order the manifest lists them in', async () => {
+  it('starts the largest waiting blob first (seen at a proxy), not the order the manifest lists them in; asks for the tag once', async () => {
     // Layers listed smallest first: a first-come order would upload them smallest first.
     const dir = join(work, 'order');
     const b = await new LayoutBuilder(join(dir, 'layout')).init();
@@ -218,6 +218,9 @@ describe('push: order of uploads', () => {
       assert.equal(uploaded.length, layers.length, JSON.stringify(proxy.requests.map((q) => `${q.method} ${q.url}`)));
       // One slot: the first blob takes it at once (the config, listed first); every later one is the largest left.
       assert.deepEqual(uploaded, [...uploaded].sort((x, y) => y - x));
+      // The tag is asked for once (is it there already?) and written once.
+      const tagRequests = proxy.requests.filter((q) => q.path.endsWith('/manifests/ordered')).map((q) => q.method);
+      assert.deepEqual(tagRequests.sort(), ['HEAD', 'PUT'], JSON.stringify(tagRequests));
     } finally {
       await proxy.stop();
       await dst.stop();

@@ -13,6 +13,11 @@ export class RegistryStore implements WritableContentStore {
   readonly description: string;
   /** Manifests a resolve read, by `repo@digest`. */
   private readonly readAhead = new ManifestCache();
+  /**
+   * What the last resolve of a tag found (its digest, or null: no such tag), by
+   * `repo:tag`, taken by the putManifest that follows so it does not ask again.
+   */
+  private readonly tagsSeen = new Map<string, string | null>();
 
   constructor(readonly client: RegistryClient) {
     this.description = `registry ${client.registry}`;
@@ -32,6 +37,7 @@ export class RegistryStore implements WritableContentStore {
         desc = { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
       }
     } else desc = await this.client.headManifest(repo, reference);
+    if (!reference.includes(':')) this.sawTag(`${repo}:${reference}`, desc?.digest ?? null);
     if (!desc) {
       throw new NotFoundError(`${this.client.registry}/${repo}${reference.includes(':') ? '@' : ':'}${reference} not found`);
     }
@@ -78,12 +84,21 @@ export class RegistryStore implements WritableContentStore {
     const refs = tags.length ? tags : [desc.digest];
     let wrote = false;
     for (const ref of refs) {
-      const existing = await this.client.headManifest(repo, ref);
-      if (existing?.digest === desc.digest) continue;
+      const seen = this.tagsSeen.get(`${repo}:${ref}`);
+      this.tagsSeen.delete(`${repo}:${ref}`);
+      const existing = seen !== undefined ? seen : (await this.client.headManifest(repo, ref))?.digest;
+      if (existing === desc.digest) continue;
       await this.client.putManifest(repo, ref, bytes, desc.mediaType);
       wrote = true;
     }
     return wrote ? 'written' : 'exists';
+  }
+
+  private sawTag(key: string, digest: string | null): void {
+    this.tagsSeen.delete(key);
+    this.tagsSeen.set(key, digest);
+    // Tags resolved but never written (a pull, an image already there) are forgotten oldest first.
+    if (this.tagsSeen.size > 4096) this.tagsSeen.delete(this.tagsSeen.keys().next().value!);
   }
 
   /** Every repository the registry lists (`/v2/_catalog`, all pages). */
