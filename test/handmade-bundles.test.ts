@@ -17,7 +17,7 @@ import { generateKeyPair, loadPrivateKey } from '../src/sign/keys.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
 import { handImage, writeHandmadeBundle, type HandImage, type HandMember } from './helpers/handmade.js';
 import { skopeoInspectRaw } from './helpers/images.js';
-import { startProxy, type RunningProxy } from './helpers/proxy.js';
+import { startProxy, type RunningProxy, writeRequests } from './helpers/proxy.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 
 /** A format minor newer than this tool's. */
@@ -46,8 +46,7 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-/** Requests that would change the registry: blob uploads, mounts, manifest and tag writes. */
-const writes = (p: RunningProxy) => p.requests.filter((r) => !['GET', 'HEAD'].includes(r.method));
+const writes = writeRequests;
 
 describe('hand-made bundles', () => {
   it('the helper makes bundles this tool accepts: verify passes, push lands the image', async () => {

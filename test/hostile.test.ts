@@ -37,7 +37,7 @@ import binding from 'zstd-napi/binding.js';
 import { assertNoStack, runBundle, runBundleRss, type RunResult } from './helpers/cli.js';
 import { handImage, writeHandmadeBundle, type HandImage } from './helpers/handmade.js';
 import { rng } from './helpers/seeded.js';
-import { startProxy, type RunningProxy } from './helpers/proxy.js';
+import { startProxy, type RunningProxy, writeRequests } from './helpers/proxy.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { joinFrames, replaceControlMembers, splitFrames } from './helpers/tamper.js';
 
@@ -160,8 +160,7 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-/** Requests that would change the registry. */
-const writes = (p: RunningProxy) => p.requests.filter((r) => !['GET', 'HEAD'].includes(r.method));
+const writes = writeRequests;
 
 /**
  * Everything that reached the registry whole is content of the clean bundle with its true

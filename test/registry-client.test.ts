@@ -6,8 +6,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +23,7 @@ import type { Descriptor } from '../src/oci/types.js';
 import { sha256Digest, VerifyingStream } from '../src/util/digest.js';
 import { DigestMismatchError, UsageError } from '../src/util/errors.js';
 import { freePort, selfSignedCert, startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { startProxy, type RunningProxy } from './helpers/proxy.js';
+import { startProxy, type RunningProxy, startBlobStorage } from './helpers/proxy.js';
 
 const run = promisify(execFile);
 
@@ -514,26 +512,9 @@ describe('TLS and redirects', () => {
   });
 
   it('blob redirects to storage are followed without the registry credentials', async () => {
-    const seen: Array<string | undefined> = [];
-    const storage = http.createServer((req, res) => {
-      seen.push(req.headers.authorization);
-      const m = /^\/storage\/(.+)\/(sha256:[a-f0-9]{64})\?sig=signed-url-part$/.exec(req.url ?? '');
-      if (!m) {
-        res.writeHead(404);
-        res.end();
-        return;
-      }
-      http.get(`http://${reg.host}/v2/${m[1]}/blobs/${m[2]}`, (up) => {
-        res.writeHead(up.statusCode ?? 502, { 'content-length': up.headers['content-length'] ?? '' });
-        up.pipe(res);
-      });
-    });
-    await new Promise<void>((resolve) => storage.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => {
-      storage.closeAllConnections();
-      storage.close(() => resolve());
-    }));
-    const storageOrigin = `http://127.0.0.1:${(storage.address() as AddressInfo).port}`;
+    const storage = await startBlobStorage(reg.host);
+    cleanups.push(storage.stop);
+    const storageOrigin = storage.origin;
     const user = 'robot';
     const password = 'redirect-pass';
     const p = await proxy({ bearer: { username: user, password }, redirectBlobsTo: storageOrigin });
@@ -544,7 +525,7 @@ describe('TLS and redirects', () => {
     const back = await readAll(await c.getBlob('redir/app', d));
     assert.equal(sha256Digest(back), d);
     assert.equal(p.count('GET', `/v2/redir/app/blobs/${d}`), 1); // the token for pull was fetched up front
-    assert.deepEqual(seen, [undefined]);
+    assert.deepEqual(storage.authorizations, [undefined]);
   });
 });
 

@@ -11,8 +11,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +18,7 @@ import { promisify } from 'node:util';
 import { schemesFor } from '../src/registry/tls.js';
 import { assertNoStack, runBundle, type RunResult } from './helpers/cli.js';
 import { buildTestImages, skopeoCopy } from './helpers/images.js';
-import { startProxy, type RunningProxy } from './helpers/proxy.js';
+import { startProxy, type RunningProxy, startBlobStorage, type BlobStorage } from './helpers/proxy.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 
 const USER = 'leak-test-user';
@@ -30,8 +28,7 @@ const WRONG = 'wrong-Pa55-never-printed';
 
 let work: string;
 let reg: RunningRegistry;
-let storage: http.Server;
-const storageAuth: (string | undefined)[] = [];
+let storage: BlobStorage;
 let src: RunningProxy;
 let dst: RunningProxy;
 const outputs: [string, string][] = [];
@@ -54,22 +51,8 @@ before(async () => {
   const set = await buildTestImages(join(work, 'layout'), { layerBytes: 64 * 1024 });
   await skopeoCopy(set.layoutDir, 'app-one', `${reg.host}/ns/app:1`);
   // Blob storage on another loopback address (127.0.0.2) than the registry's (127.0.0.1): it records what came.
-  storage = http.createServer((req, res) => {
-    storageAuth.push(req.headers.authorization);
-    const m = /^\/storage\/(.+)\/(sha256:[a-f0-9]{64})\?sig=signed-url-part$/.exec(req.url ?? '');
-    if (!m) {
-      res.writeHead(404);
-      res.end();
-      return;
-    }
-    http.get(`http://${reg.host}/v2/${m[1]}/blobs/${m[2]}`, (up) => {
-      res.writeHead(up.statusCode ?? 502, { 'content-length': up.headers['content-length'] ?? '' });
-      up.pipe(res);
-    });
-  });
-  await new Promise<void>((resolve) => storage.listen(0, '127.0.0.2', resolve));
-  const storageOrigin = `http://127.0.0.2:${(storage.address() as AddressInfo).port}`;
-  src = await startProxy(reg.host, { bearer: { username: USER, password: PASSWORD }, redirectBlobsTo: storageOrigin });
+  storage = await startBlobStorage(reg.host, '127.0.0.2');
+  src = await startProxy(reg.host, { bearer: { username: USER, password: PASSWORD }, redirectBlobsTo: storage.origin });
   dst = await startProxy(reg.host, { bearer: { username: USER, password: PASSWORD } });
   await writeFile(join(work, 'auth.json'), JSON.stringify({ auths: { [src.host]: { auth: BASIC }, [dst.host]: { auth: BASIC } } }));
   await writeFile(join(work, 'wrong.json'), JSON.stringify({ auths: { [src.host]: { auth: Buffer.from(`${USER}:${WRONG}`).toString('base64') }, [dst.host]: { username: USER, password: WRONG } } }));
@@ -80,10 +63,7 @@ before(async () => {
 after(async () => {
   await src?.stop();
   await dst?.stop();
-  if (storage) {
-    storage.closeAllConnections();
-    await new Promise<void>((resolve) => storage.close(() => resolve()));
-  }
+  await storage?.stop();
   await reg?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -130,8 +110,8 @@ describe('secrets', () => {
   it('a blob redirect to another host (127.0.0.2 vs 127.0.0.1) carries no Authorization', () => {
     const redirected = src.requests.filter((r) => r.status === 307);
     assert.ok(redirected.length > 0 && redirected.every((r) => r.authorized), 'the registry was asked with credentials and redirected');
-    assert.equal(storageAuth.length, redirected.length, 'every redirect was followed to the storage host');
-    assert.deepEqual(storageAuth.filter((a) => a !== undefined), [], 'none of them carried an Authorization header');
+    assert.equal(storage.authorizations.length, redirected.length, 'every redirect was followed to the storage host');
+    assert.deepEqual(storage.authorizations.filter((a) => a !== undefined), [], 'none of them carried an Authorization header');
   });
 
   it('credentials go over plain HTTP only to loopback or to a registry explicitly allowed insecure transport (the decision, unit-tested)', () => {

@@ -20,7 +20,7 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { ArchiveReader } from '../src/archive/reader.js';
 import { isImageLayer } from '../src/bundle/update.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { startProxy, type RunningProxy } from './helpers/proxy.js';
+import { startProxy, type RunningProxy, writeRequests } from './helpers/proxy.js';
 import { buildTestImages, skopeoCopy, skopeoInspectRaw } from './helpers/images.js';
 import { assertNoStack, runBundle } from './helpers/cli.js';
 import { writeFiles } from './helpers/devfile-fixture.js';
@@ -86,7 +86,7 @@ async function assertOnlyNewLayers(baseFile: string, updateFile: string, atLeast
   for (const b of left) assert.ok(base.has(b.digest), `${b.digest} left out was carried by the base`);
 }
 
-const writes = (proxy: RunningProxy) => proxy.requests.filter((q) => q.method !== 'GET' && q.method !== 'HEAD').map((q) => `${q.method} ${q.path}`);
+const writes = (proxy: RunningProxy) => writeRequests(proxy).map((q) => `${q.method} ${q.path}`);
 
 /** Push the update to the site (through its proxy): no blob the update leaves out is uploaded again. */
 async function pushUpdate(updateFile: string, args: string[]): Promise<void> {

@@ -235,6 +235,11 @@ function getJson(target: string, path: string): Promise<{ status: number; body: 
   });
 }
 
+/** Requests that would change the registry: blob uploads, mounts, manifest and tag writes. */
+export function writeRequests(p: RunningProxy): RecordedRequest[] {
+  return p.requests.filter((r) => r.method !== 'GET' && r.method !== 'HEAD');
+}
+
 export async function startProxy(target: string, opts: ProxyOptions = {}): Promise<RunningProxy> {
   const faults: Fault[] = [...(opts.faults ?? [])];
   const requests: RecordedRequest[] = [];
@@ -434,5 +439,45 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
         server.close(() => resolve());
       });
     },
+  };
+}
+
+export interface BlobStorage {
+  /** `http://address:port`: give it to startProxy as `redirectBlobsTo`. */
+  origin: string;
+  /** The Authorization header of every request that came (undefined: none). */
+  authorizations: (string | undefined)[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Blob storage on its own loopback address, as a registry's redirects point to it
+ * (`redirectBlobsTo`): serves `/storage/<repo>/<digest>?sig=...` from `registryHost`
+ * and records the Authorization header each request carried.
+ */
+export async function startBlobStorage(registryHost: string, address = '127.0.0.1'): Promise<BlobStorage> {
+  const authorizations: (string | undefined)[] = [];
+  const server = http.createServer((req, res) => {
+    authorizations.push(req.headers.authorization);
+    const m = /^\/storage\/(.+)\/(sha256:[a-f0-9]{64})\?sig=signed-url-part$/.exec(req.url ?? '');
+    if (!m) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    http.get(`http://${registryHost}/v2/${m[1]}/blobs/${m[2]}`, (up) => {
+      res.writeHead(up.statusCode ?? 502, { 'content-length': up.headers['content-length'] ?? '' });
+      up.pipe(res);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, address, resolve));
+  return {
+    origin: `http://${address}:${(server.address() as AddressInfo).port}`,
+    authorizations,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

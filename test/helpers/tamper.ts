@@ -26,15 +26,7 @@ const MANIFEST_DATA = CONTROL_FRAMES - 1;
 const SIGNATURE_DATA = CONTROL_FRAMES - 3;
 
 export async function rewriteControlMember(file: string, which: 'manifest' | 'signature', edit: (content: Buffer) => Buffer): Promise<void> {
-  const whole = await readFile(file);
-  const { tableSize } = parseSeekTableFooter(whole.subarray(whole.length - SEEK_TABLE_FOOTER_SIZE));
-  const entries = decodeSeekTable(whole.subarray(whole.length - tableSize));
-  const frames: Buffer[] = [];
-  let pos = 0;
-  for (const e of entries) {
-    frames.push(whole.subarray(pos, pos + e.compressedSize));
-    pos += e.compressedSize;
-  }
+  const { frames, entries } = splitFrames(await readFile(file));
   const index = entries.length - (which === 'manifest' ? MANIFEST_DATA : SIGNATURE_DATA);
   const content = Buffer.concat(decodeFrame(frames[index]!, entries[index]!.decompressedSize));
   // The data frame holds the member's bytes and then the tar padding; keep the length so the header stays true.
